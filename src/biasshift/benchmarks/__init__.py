@@ -1,0 +1,47 @@
+"""Benchmark registry. Adding a benchmark = one module with a ``Benchmark`` subclass + one line here."""
+
+from __future__ import annotations
+
+import importlib
+
+from ..errors import ConfigError
+from .base import Benchmark
+
+# name -> "module:Class"; modules are imported on first use so a broken optional one cannot break the rest
+_REGISTRY: dict[str, str] = {
+    "crows_pairs": "biasshift.benchmarks.crows_pairs:CrowsPairs",
+    "discrim_eval": "biasshift.benchmarks.discrim_eval:DiscrimEval",
+    "global_opinion_qa": "biasshift.benchmarks.global_opinion_qa:GlobalOpinionQA",
+    "dt_stereotyping": "biasshift.benchmarks.dt_stereotyping:DTStereotyping",
+    "dt_stereotyping_sampled": "biasshift.benchmarks.dt_stereotyping:DTStereotypingSampled",
+    "discrim_eval_gen": "biasshift.benchmarks.discrim_eval_gen:DiscrimEvalGen",
+    "worldbench": "biasshift.benchmarks.worldbench:WorldBench",
+}
+
+
+def names() -> list[str]:
+    return list(_REGISTRY)
+
+
+def get(name: str) -> type[Benchmark]:
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown benchmark {name!r}; known: {', '.join(_REGISTRY)} (see `biasshift list`)")
+    mod, cls = _REGISTRY[name].split(":")
+    return getattr(importlib.import_module(mod), cls)
+
+
+def parse_list(spec: str) -> list[str]:
+    """``all`` or a comma-separated list of names, validated, duplicates removed, order kept."""
+    if spec.strip() == "all":
+        return names()
+    out: list[str] = []
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        get(part)
+        if part not in out:
+            out.append(part)
+    if not out:
+        raise ConfigError("--benchmarks is empty")
+    return out

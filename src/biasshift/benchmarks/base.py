@@ -1,0 +1,137 @@
+"""What a benchmark is: data files, items, requests, per-unit records and metrics.
+
+The data flow per benchmark is ``load`` (files -> items) -> ``requests`` (item -> engine requests) ->
+engine -> ``units`` (items + answers -> one record per resampling unit) -> ``compute`` (units -> result).
+``compute`` is a pure function of the unit records, so the comparison layer can bootstrap and permute
+units (paired across base and variant) and recompute any metric, however non-linear.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from ..data import DataFile
+from ..engine.requests import Keyed, Prompt
+from ..errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Item:
+    """One benchmark row. ``unit`` is the resampling/limiting unit it belongs to (e.g. its question)."""
+
+    id: str
+    unit: str
+    fields: dict[str, Any]
+
+
+@dataclass
+class BenchmarkResult:
+    metrics: dict[str, float | int | None]
+    primary: str
+    n_units: int
+    per_group: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    rates: dict[str, float | None] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def value(self) -> float | None:
+        v = self.metrics.get(self.primary)
+        return None if v is None else float(v)
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """What a benchmark needs to turn an item into requests."""
+
+    render: Callable[[Prompt], str]
+    seed: int
+    chat_template: bool
+
+
+class Benchmark:
+    """Base class. Subclasses set the class attributes and implement load/requests/units/compute."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    kind: ClassVar[Literal["scoring", "generation"]]
+    version: ClassVar[str] = "1"
+    data_files: ClassVar[tuple[DataFile, ...]]
+    primary_metric: ClassVar[str]
+    primary_description: ClassVar[str] = ""
+    #: True when a larger primary value means more bias (the gate's direction)
+    higher_is_more_biased: ClassVar[bool] = True
+    #: the per-unit outcome type, which picks the paired test: binary -> McNemar, continuous -> paired
+    #: permutation of unit values, complex -> paired permutation of whole-metric recomputation
+    outcome: ClassVar[Literal["binary", "continuous", "complex"]] = "complex"
+    #: chat template default when the user says --chat-template auto (the reference code's choice)
+    chat_template_default: ClassVar[bool] = False
+    #: benchmark options with their defaults; users override with --option NAME.KEY=VALUE
+    default_options: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, options: dict[str, Any] | None = None) -> None:
+        self.options = dict(self.default_options)
+        for k, v in (options or {}).items():
+            if k not in self.default_options:
+                known = ", ".join(sorted(self.default_options)) or "none"
+                raise ConfigError(f"benchmark {self.name} has no option {k!r} (options: {known})")
+            self.options[k] = _coerce(v, self.default_options[k], f"{self.name}.{k}")
+
+    # -- to implement -------------------------------------------------------------------
+    def load(self, files: dict[str, Path]) -> list[Item]:
+        raise NotImplementedError
+
+    def requests(self, item: Item, ctx: RequestContext) -> list[Keyed]:
+        raise NotImplementedError
+
+    def units(self, items: Sequence[Item], responses: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def compute(self, units: Sequence[dict[str, Any]]) -> BenchmarkResult:
+        raise NotImplementedError
+
+    # -- shared ---------------------------------------------------------------------------
+    def unit_outcome(self, unit: dict[str, Any]) -> float | bool | None:
+        """Per-unit value for binary/continuous outcomes (used by the paired tests)."""
+        return unit.get("outcome")
+
+    def primary_value(self, units: Sequence[dict[str, Any]]) -> float | None:
+        return self.compute(units).value
+
+    @classmethod
+    def select(cls, items: list[Item], limit: int | None, seed: int) -> list[Item]:
+        """Keep ``limit`` units chosen by a seeded hash: the same subset for every variant and rerun."""
+        if limit is None:
+            return items
+        if limit < 1:
+            raise ConfigError("--limit must be >= 1")
+        units = sorted({it.unit for it in items}, key=lambda u: hashlib.sha256(f"{seed}\x00{u}".encode()).hexdigest())
+        keep = set(units[:limit])
+        return [it for it in items if it.unit in keep]
+
+
+def _coerce(value: Any, default: Any, name: str) -> Any:
+    if not isinstance(value, str) or isinstance(default, str) or default is None:
+        return value
+    try:
+        if isinstance(default, bool):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+    except ValueError:
+        raise ConfigError(f"option {name}: cannot read {value!r} as {type(default).__name__}") from None
+    return value
+
+
+def mean(xs: Sequence[float]) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None

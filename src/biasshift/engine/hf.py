@@ -1,0 +1,445 @@
+"""Batched inference on a Hugging Face causal LM: log-likelihood, next-token choice, generation.
+
+Design points (see docs/engine.md):
+- Every text is tokenised with ``add_special_tokens=False``; the BOS token is prepended explicitly
+  according to ``bos_policy`` (``auto`` = do what the tokenizer does by default, ``always``, ``never``),
+  and never twice (a chat template that already writes BOS is respected).
+- Log-likelihood batches are right-padded with an attention mask; positions start at 0 for every row,
+  so padding never changes a row's numbers beyond float noise.
+- Choice and generation batches are left-padded with explicit ``position_ids`` computed from the mask.
+- Batches are formed over *all* requests of a call (sorted by length, then key), so a resumed run
+  recomputes exactly the batches it lacked, with the same composition as an uninterrupted run.
+- Generation is a small decoding loop of our own (not ``model.generate``) so that every sample row owns a
+  ``torch.Generator`` seeded from (seed, key, sample index): the same item gets the same random stream on
+  every variant and in every batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..errors import ConfigError
+from .requests import ChoiceRequest, GenerateRequest, Keyed, LoglikRequest
+
+BatchCallback = Callable[[list[tuple[Keyed, dict[str, Any]]]], None]
+
+
+@dataclass
+class EngineStats:
+    forward_tokens: int = 0
+    generated_tokens: int = 0
+    batches: int = 0
+    oom_backoffs: int = 0
+
+
+def _row_seed(seed: int, key: str, sample: int) -> int:
+    h = hashlib.sha256(f"{seed}\x00{key}\x00{sample}".encode()).digest()
+    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
+
+
+class HFEngine:
+    """Runs requests on one loaded model. Stateless between calls apart from token-variant caches."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        *,
+        batch_size: int | str = "auto",
+        bos_policy: str = "auto",
+        cache_factory: Callable[[], Any] | None = None,
+        quantize_prompt_cache: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        self.model = model
+        self.tok = tokenizer
+        self.device = next(model.parameters()).device
+        self.cache_factory = cache_factory
+        self.quantize_prompt_cache = quantize_prompt_cache
+        self.stats = EngineStats()
+        self.progress = progress
+        if bos_policy not in ("auto", "always", "never"):
+            raise ConfigError(f"bos policy must be auto, always or never, not {bos_policy!r}")
+        self.bos_policy = bos_policy
+        self.bos_id = tokenizer.bos_token_id
+        self.eos_ids = self._eos_ids()
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
+        self.prepend_bos = self._resolve_bos()
+        if batch_size == "auto":
+            self.batch_size = 16 if self.device.type == "cpu" else 64
+            self.auto_batch = True
+        else:
+            self.batch_size = int(batch_size)
+            self.auto_batch = False
+            if self.batch_size < 1:
+                raise ConfigError("batch size must be >= 1")
+        self._variant_cache: dict[tuple[tuple[str, ...], str], list[list[int]]] = {}
+
+    # ------------------------------------------------------------------ tokenisation
+    def _eos_ids(self) -> list[int]:
+        ids: list[int] = []
+        gc = getattr(self.model, "generation_config", None)
+        cand = getattr(gc, "eos_token_id", None) if gc is not None else None
+        for x in (cand if isinstance(cand, (list, tuple)) else [cand]) + [self.tok.eos_token_id]:
+            if x is not None and int(x) not in ids:
+                ids.append(int(x))
+        if not ids:
+            raise ConfigError("the tokenizer defines no EOS token; generation cannot stop")
+        return ids
+
+    def _resolve_bos(self) -> bool:
+        if self.bos_id is None or self.bos_policy == "never":
+            return False
+        if self.bos_policy == "always":
+            return True
+        with_special = self.tok("a", add_special_tokens=True)["input_ids"]
+        plain = self.tok("a", add_special_tokens=False)["input_ids"]
+        return len(with_special) > len(plain) and with_special[0] == self.bos_id
+
+    def describe(self) -> dict[str, Any]:
+        """What the engine does with special tokens; recorded in results."""
+        return {
+            "bos_policy": self.bos_policy,
+            "prepend_bos": self.prepend_bos,
+            "bos_token": self.tok.bos_token,
+            "eos_token_ids": self.eos_ids,
+            "pad_token_id": self.pad_id,
+            "batch_size": self.batch_size,
+            "auto_batch": self.auto_batch,
+        }
+
+    def encode(self, text: str) -> list[int]:
+        ids = list(self.tok(text, add_special_tokens=False)["input_ids"])
+        if self.prepend_bos and not (ids and ids[0] == self.bos_id):
+            ids = [self.bos_id] + ids
+        return ids
+
+    def _anchor_id(self) -> int:
+        if self.bos_id is not None:
+            return int(self.bos_id)
+        return int(self.eos_ids[0])
+
+    # ------------------------------------------------------------------ batching
+    def _batches(self, items: Sequence[Keyed], lengths: Sequence[int], done: set[str]) -> list[list[int]]:
+        order = sorted(range(len(items)), key=lambda i: (-lengths[i], items[i].key))
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        return [b for b in batches if not all(items[i].key in done for i in b)]
+
+    def _run(
+        self,
+        items: Sequence[Keyed],
+        lengths: Sequence[int],
+        done: set[str],
+        fn: Callable[[list[int]], list[dict[str, Any]]],
+        on_batch: BatchCallback,
+    ) -> None:
+        for batch in self._batches(items, lengths, done):
+            queue = [batch]
+            while queue:
+                b = queue.pop(0)
+                try:
+                    outs = fn(b)
+                except torch.cuda.OutOfMemoryError:
+                    if len(b) == 1 or not self.auto_batch:
+                        raise
+                    self.stats.oom_backoffs += 1
+                    torch.cuda.empty_cache()
+                    half = len(b) // 2
+                    self.batch_size = max(1, half)
+                    queue[:0] = [b[:half], b[half:]]
+                    continue
+                self.stats.batches += 1
+                results = [(items[i], o) for i, o in zip(b, outs) if items[i].key not in done]
+                on_batch(results)
+                if self.progress:
+                    self.progress(len(b))
+
+    def run(self, items: Sequence[Keyed], on_batch: BatchCallback, done: Iterable[str] = ()) -> None:
+        """Answer every request in ``items`` not in ``done``; ``on_batch`` receives each finished batch."""
+        done = set(done)
+        kinds = {it.request.kind for it in items}
+        for kind in sorted(kinds):
+            sub = [it for it in items if it.request.kind == kind]
+            if kind == "loglik":
+                enc = [self._encode_loglik(it.request) for it in sub]
+                self._run(sub, [len(c) + len(t) for c, t in enc], done, lambda b: self._loglik([enc[i] for i in b]), on_batch)
+            elif kind == "choice":
+                enc_p = [self.encode(it.request.prompt) for it in sub]
+                self._run(sub, [len(e) for e in enc_p], done, lambda b: self._choice([sub[i].request for i in b], [enc_p[i] for i in b]), on_batch)
+            elif kind == "generate":
+                enc_p = [self.encode(it.request.prompt) for it in sub]
+                self._run(sub, [len(e) for e in enc_p], done, lambda b: self._generate([sub[i] for i in b], [enc_p[i] for i in b]), on_batch)
+            else:  # pragma: no cover - guarded by the dataclasses
+                raise ValueError(kind)
+
+    # ------------------------------------------------------------------ log-likelihood
+    def _encode_loglik(self, req: LoglikRequest) -> tuple[list[int], list[int]]:
+        ctx_plain = list(self.tok(req.context, add_special_tokens=False)["input_ids"]) if req.context else []
+        whole = list(self.tok(req.context + req.continuation, add_special_tokens=False)["input_ids"])
+        if whole[: len(ctx_plain)] == ctx_plain:
+            cont = whole[len(ctx_plain) :]
+        else:  # the boundary merged into one token: score the continuation on its own
+            cont = list(self.tok(req.continuation, add_special_tokens=False)["input_ids"])
+        ctx = ([self.bos_id] if self.prepend_bos else []) + ctx_plain
+        if not ctx:
+            ctx = [self._anchor_id()]
+        if not cont:
+            raise ConfigError(f"empty continuation cannot be scored (context {req.context[:60]!r})")
+        return ctx, cont
+
+    @torch.inference_mode()
+    def _loglik(self, enc: list[tuple[list[int], list[int]]]) -> list[dict[str, Any]]:
+        seqs = [(c + t)[:-1] for c, t in enc]
+        L = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), L), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), L), dtype=torch.long)
+        for r, s in enumerate(seqs):
+            ids[r, : len(s)] = torch.tensor(s)
+            mask[r, : len(s)] = 1
+        logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
+        self.stats.forward_tokens += int(mask.sum())
+        out = []
+        for r, (c, t) in enumerate(enc):
+            pos = torch.arange(len(c) - 1, len(c) - 1 + len(t), device=logits.device)
+            lp = torch.log_softmax(logits[r, pos].float(), dim=-1)
+            tgt = torch.tensor(t, device=logits.device)
+            tok_lp = lp.gather(1, tgt[:, None])[:, 0]
+            greedy = bool((lp.argmax(-1) == tgt).all())
+            s = float(tok_lp.sum())
+            out.append({"sum": s, "mean": s / len(t), "n_tokens": len(t), "greedy": greedy, "anchor": c[0] if len(c) == 1 else None})
+        return out
+
+    # ------------------------------------------------------------------ choice
+    def choice_variants(self, choices: tuple[str, ...], policy: str) -> list[list[int]]:
+        """Token ids counted for each label; raises when a label has none or two labels share one."""
+        key = (choices, policy)
+        if key in self._variant_cache:
+            return self._variant_cache[key]
+        unk = self.tok.unk_token_id
+        vocab_n = len(self.tok)
+        per_label: list[list[int]] = []
+        seen: dict[int, str] = {}
+        for label in choices:
+            forms = [label]
+            if policy == "case_space":
+                forms += [label.lower(), label.capitalize(), label.upper()]
+            spaced = policy in ("space", "case_space")
+            strings: list[str] = []
+            for f in dict.fromkeys(forms):
+                strings.append(f)
+                if spaced:
+                    strings.append(" " + f)
+            ids: list[int] = []
+            for s in strings:
+                enc = self.tok(s, add_special_tokens=False)["input_ids"]
+                if len(enc) == 1:
+                    ids.append(int(enc[0]))
+                for marker in ("▁", "Ġ") if s.startswith(" ") else ("",):
+                    piece = marker + s.lstrip(" ") if marker else s
+                    tid = self.tok.convert_tokens_to_ids(piece)
+                    if isinstance(tid, int) and tid != unk and 0 <= tid < vocab_n:
+                        ids.append(tid)
+            ids = list(dict.fromkeys(ids))
+            if not ids:
+                raise ConfigError(
+                    f"choice label {label!r} is not a single token of this tokenizer in any form "
+                    f"(policy {policy}); this benchmark cannot be scored by next-token probability"
+                )
+            for tid in ids:
+                if tid in seen and seen[tid] != label:
+                    raise ConfigError(f"labels {seen[tid]!r} and {label!r} share token id {tid}")
+                seen[tid] = label
+            per_label.append(ids)
+        self._variant_cache[key] = per_label
+        return per_label
+
+    def _strict_id(self, label: str) -> int | None:
+        enc = self.tok(label, add_special_tokens=False)["input_ids"]
+        if len(enc) == 1:
+            return int(enc[0])
+        tid = self.tok.convert_tokens_to_ids(label)
+        if isinstance(tid, int) and tid != self.tok.unk_token_id:
+            return tid
+        return None
+
+    def _left_pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        L = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), L), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), L), dtype=torch.long)
+        for r, s in enumerate(seqs):
+            ids[r, L - len(s) :] = torch.tensor(s)
+            mask[r, L - len(s) :] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    @staticmethod
+    def _positions(mask: torch.Tensor) -> torch.Tensor:
+        return (mask.cumsum(-1) - 1).clamp(min=0)
+
+    def _prefill_cache(self):
+        if self.cache_factory is not None and self.quantize_prompt_cache:
+            return self.cache_factory()
+        return None
+
+    @torch.inference_mode()
+    def _choice(self, reqs: list[ChoiceRequest], enc: list[list[int]]) -> list[dict[str, Any]]:
+        cache = self._prefill_cache()
+        if cache is None:
+            ids, mask = self._left_pad(enc)
+            logits = self.model(
+                input_ids=ids, attention_mask=mask, position_ids=self._positions(mask), logits_to_keep=1
+            ).logits[:, -1, :]
+            self.stats.forward_tokens += int(mask.sum())
+        else:
+            logits = self._score_last_against_cache(enc, cache)
+        probs = torch.softmax(logits.float(), dim=-1)
+        out = []
+        for r, req in enumerate(reqs):
+            variants = self.choice_variants(req.choices, req.policy)
+            raw = {lab: float(probs[r, ids_].sum()) for lab, ids_ in zip(req.choices, variants)}
+            total = sum(raw.values())
+            strict_ids = [self._strict_id(lab) for lab in req.choices]
+            strict = None
+            if all(s is not None for s in strict_ids):
+                sp = [float(probs[r, s]) for s in strict_ids]
+                st = sum(sp)
+                strict = {lab: (p / st if st > 0 else None) for lab, p in zip(req.choices, sp)}
+            out.append(
+                {
+                    "probs": {lab: (v / total if total > 0 else None) for lab, v in raw.items()},
+                    "raw": raw,
+                    "mass_outside": max(0.0, 1.0 - total),
+                    "strict": strict,
+                    "tokens": {
+                        lab: [[self.tok.convert_ids_to_tokens(t), t, float(probs[r, t])] for t in ids_]
+                        for lab, ids_ in zip(req.choices, variants)
+                    },
+                    "top_token": self.tok.convert_ids_to_tokens(int(probs[r].argmax())),
+                }
+            )
+        return out
+
+    def _score_last_against_cache(self, enc: list[list[int]], cache: Any) -> torch.Tensor:
+        """Prefill all but the last prompt token into ``cache`` (quantised), then score the last token
+        in one decoding step, so the prediction reads the quantised prompt cache."""
+        heads = [e[:-1] if len(e) > 1 else e for e in enc]
+        if any(len(e) < 2 for e in enc):
+            raise ConfigError("quantized-prompt scoring needs prompts of at least two tokens")
+        ids, mask = self._left_pad(heads)
+        pos = self._positions(mask)
+        self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        last = torch.tensor([e[-1] for e in enc], device=self.device)[:, None]
+        mask2 = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        out = self.model(
+            input_ids=last, attention_mask=mask2, position_ids=pos[:, -1:] + 1, past_key_values=cache, use_cache=True
+        )
+        self.stats.forward_tokens += int(mask2.sum())
+        return out.logits[:, -1, :]
+
+    # ------------------------------------------------------------------ generation
+    def _expand(self, items: list[Keyed], enc: list[list[int]]):
+        rows = []
+        for it, e in zip(items, enc):
+            req: GenerateRequest = it.request  # type: ignore[assignment]
+            for s in range(req.n):
+                rows.append((it, req, s, e))
+        return rows
+
+    @staticmethod
+    def _pick(logits: torch.Tensor, req: GenerateRequest, gen: torch.Generator | None) -> int:
+        if not req.do_sample:
+            return int(logits.argmax())
+        probs = torch.softmax(logits.float() / req.temperature, dim=-1)
+        sp, si = probs.sort(descending=True, stable=True)
+        if req.top_p < 1.0:
+            keep = (sp.cumsum(0) - sp) < req.top_p
+            keep[0] = True
+            sp = sp[keep]
+            si = si[keep]
+        cdf = sp.cumsum(0)
+        u = torch.rand((), generator=gen, dtype=torch.float64).item() * float(cdf[-1])
+        j = int(torch.searchsorted(cdf.double(), torch.tensor(u, dtype=torch.float64, device=cdf.device), right=True))
+        return int(si[min(j, len(si) - 1)])
+
+    @torch.inference_mode()
+    def _generate(self, items: list[Keyed], enc: list[list[int]]) -> list[dict[str, Any]]:
+        rows = self._expand(items, enc)
+        ids, mask = self._left_pad([r[3] for r in rows])
+        pos = self._positions(mask)
+        max_new = max(r[1].max_new_tokens for r in rows)
+        gens = []
+        for it, req, s, _ in rows:
+            if req.do_sample:
+                g = torch.Generator(device="cpu")
+                g.manual_seed(_row_seed(req.seed, it.key, s))
+                gens.append(g)
+            else:
+                gens.append(None)
+        cache = self.cache_factory() if self.cache_factory is not None else None
+        kwargs: dict[str, Any] = {"use_cache": True}
+        if cache is not None:
+            kwargs["past_key_values"] = cache
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1, **kwargs)
+        self.stats.forward_tokens += int(mask.sum())
+        past = out.past_key_values
+        new_tokens: list[list[int]] = [[] for _ in rows]
+        finished = [False] * len(rows)
+        finish = ["length"] * len(rows)
+        eos = set(self.eos_ids)
+        for step in range(max_new):
+            logits = out.logits[:, -1, :]
+            greedy = logits.argmax(-1).tolist()
+            nxt = []
+            for r, (it, req, s, _) in enumerate(rows):
+                if finished[r]:
+                    nxt.append(self.pad_id)
+                    continue
+                t = self._pick(logits[r], req, gens[r]) if req.do_sample else int(greedy[r])
+                if t in eos:
+                    finished[r] = True
+                    finish[r] = "eos"
+                else:
+                    new_tokens[r].append(t)
+                    self.stats.generated_tokens += 1
+                    if len(new_tokens[r]) >= req.max_new_tokens:
+                        finished[r] = True
+                nxt.append(t)
+            if all(finished) or step == max_new - 1:
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            pos = pos[:, -1:] + 1
+            out = self.model(
+                input_ids=torch.tensor(nxt, device=self.device)[:, None],
+                attention_mask=mask,
+                position_ids=pos,
+                past_key_values=past,
+                use_cache=True,
+            )
+            past = out.past_key_values
+        results: list[dict[str, Any]] = []
+        by_item: dict[str, list[dict[str, Any]]] = {}
+        for r, (it, req, s, _) in enumerate(rows):
+            text = self.tok.decode(new_tokens[r], skip_special_tokens=True)
+            by_item.setdefault(it.key, []).append(
+                {"text": text.strip(), "n_tokens": len(new_tokens[r]), "finish": finish[r]}
+            )
+        for it in items:
+            results.append({"samples": by_item[it.key]})
+        return results
+
+
+def batch_size_arg(value: str) -> int | str:
+    if value == "auto":
+        return "auto"
+    try:
+        n = int(value)
+    except ValueError:
+        raise ConfigError(f"--batch-size must be 'auto' or a positive integer, not {value!r}") from None
+    if n < 1 or math.isnan(n):
+        raise ConfigError(f"--batch-size must be >= 1, not {n}")
+    return n

@@ -1,0 +1,242 @@
+"""Loading the base model: a Hugging Face hub id, a local directory, or a GGUF file.
+
+Every source ends up as a local Hugging Face directory:
+- hub id: ``huggingface_hub.snapshot_download`` (revision pinned by the user or resolved to a commit);
+- GGUF file: dequantised once through transformers' GGUF reader and saved as safetensors in the cache
+  (``$BIASSHIFT_CACHE/models/gguf-<sha256[:16]>``), so later runs load in well under a second;
+- local directory: used as is.
+
+One inference dtype per run (default bfloat16 on GPU, float32 on CPU) is applied to every variant and
+recorded. ``trust_remote_code`` stays off unless the user asks for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .data import cache_dir, sha256_file
+from .errors import ConfigError, ModelLoadError
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    source: str
+    revision: str | None = None
+    dtype: str = "auto"
+    device: str = "auto"
+    trust_remote_code: bool = False
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"--device {device!r} is not a torch device (use auto, cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device} asked for CUDA but no CUDA device is available")
+    return dev
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise ConfigError(f"--dtype must be auto, float32, bfloat16 or float16, not {dtype!r}")
+    return DTYPES[dtype]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def classify_source(source: str) -> str:
+    p = Path(source).expanduser()
+    if source.lower().endswith(".gguf"):
+        if not p.is_file():
+            raise ModelLoadError(f"GGUF file not found: {p}")
+        return "gguf"
+    if p.is_dir():
+        if not (p / "config.json").is_file():
+            raise ModelLoadError(f"{p} is a directory but holds no config.json: not a Hugging Face model directory")
+        return "local"
+    if p.exists():
+        raise ModelLoadError(f"{p} is neither a model directory nor a .gguf file")
+    if source.count("/") > 1 or source.startswith((".", "/", "~")):
+        raise ModelLoadError(f"model path {source} does not exist")
+    return "hub"
+
+
+def _fingerprint_dir(path: Path) -> str:
+    """sha256 over the names and contents of the files that define the weights and tokenizer.
+
+    Memoised in the cache keyed by (path, size, mtime) of every file, since hashing GBs takes seconds.
+    """
+    files = sorted(
+        f for f in path.iterdir()
+        if f.is_file() and (f.suffix in (".json", ".safetensors", ".bin", ".model", ".txt", ".jinja"))
+    )
+    stamp = hashlib.sha256()
+    for f in files:
+        st = f.stat()
+        stamp.update(f"{f.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    memo = cache_dir() / "fingerprints.json"
+    key = f"{path.resolve()}::{stamp.hexdigest()}"
+    try:
+        table = json.loads(memo.read_text())
+    except (OSError, ValueError):
+        table = {}
+    if key in table:
+        return table[key]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + b"\0" + sha256_file(f).encode() + b"\n")
+    fp = h.hexdigest()
+    table[key] = fp
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_suffix(".tmp")
+        tmp.write_text(json.dumps(table))
+        os.replace(tmp, memo)
+    except OSError:
+        pass
+    return fp
+
+
+def gguf_to_hf(gguf_path: Path, out_dir: Path | None = None) -> Path:
+    """Dequantise a GGUF file into a float32 safetensors Hugging Face directory (cached by file hash)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    digest = sha256_file(gguf_path)
+    out = out_dir or cache_dir() / "models" / f"gguf-{digest[:16]}"
+    if (out / "config.json").is_file() and (out / "biasshift-source.json").is_file():
+        return out
+    try:
+        tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    except Exception as exc:
+        raise ModelLoadError(f"could not read GGUF file {gguf_path}: {type(exc).__name__}: {exc}") from None
+    # transformers keeps a GGUF "quantizer" attached although the weights are dense after loading,
+    # which blocks save_pretrained; the weights are plain float32 tensors, so detach it.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = out.with_name(out.name + ".partial")
+    tmp.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    (tmp / "biasshift-source.json").write_text(
+        json.dumps({"gguf_file": str(gguf_path.resolve()), "gguf_sha256": digest}, indent=1)
+    )
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
+
+
+def materialise(spec: ModelSpec) -> tuple[Path, dict[str, Any]]:
+    """Return a local HF directory for ``spec.source`` and provenance facts about it."""
+    kind = classify_source(spec.source)
+    if kind == "gguf":
+        g = Path(spec.source).expanduser()
+        d = gguf_to_hf(g)
+        src = json.loads((d / "biasshift-source.json").read_text())
+        return d, {"source_kind": "gguf", "model_id": g.name, "revision": None, "fingerprint": "gguf-sha256:" + src["gguf_sha256"]}
+    if kind == "local":
+        d = Path(spec.source).expanduser()
+        return d, {"source_kind": "local", "model_id": str(d), "revision": None, "fingerprint": "dir-sha256:" + _fingerprint_dir(d)}
+    from huggingface_hub import snapshot_download
+
+    try:
+        d = Path(
+            snapshot_download(
+                repo_id=spec.source,
+                revision=spec.revision,
+                allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"],
+            )
+        )
+    except Exception as exc:
+        raise ModelLoadError(
+            f"could not fetch model '{spec.source}' (revision {spec.revision or 'main'}) from the Hugging Face hub: "
+            f"{type(exc).__name__}: {exc}. Without network access pass a local directory or a .gguf file to --model"
+        ) from None
+    commit = d.name  # snapshots/<commit sha>
+    return d, {"source_kind": "hub", "model_id": spec.source, "revision": commit, "fingerprint": f"hub:{spec.source}@{commit}"}
+
+
+def load_tokenizer(path: Path, spec: ModelSpec):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
+    except Exception as exc:
+        raise ModelLoadError(f"could not load the tokenizer from {path}: {type(exc).__name__}: {exc}") from None
+
+
+def load_model(spec: ModelSpec, **kwargs: Any) -> LoadedModel:
+    """Load the base model in the run's single dtype on the run's device.
+
+    ``kwargs`` go to ``from_pretrained`` (strategies use this for ``quantization_config``).
+    """
+    from transformers import AutoModelForCausalLM
+
+    device = resolve_device(spec.device)
+    dtype = resolve_dtype(spec.dtype, device)
+    path, info = materialise(spec)
+    tok = load_tokenizer(path, spec)
+    load_kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": spec.trust_remote_code}
+    load_kwargs.update(kwargs)
+    if "device_map" not in load_kwargs and "quantization_config" in load_kwargs:
+        load_kwargs["device_map"] = str(device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **load_kwargs)
+    except Exception as exc:
+        raise ModelLoadError(f"could not load model weights from {path}: {type(exc).__name__}: {exc}") from None
+    if "device_map" not in load_kwargs:
+        model.to(device)
+    model.eval()
+    info.update(
+        {
+            "path": str(path),
+            "dtype": dtype_name(dtype),
+            "device": str(device),
+            "architecture": type(model).__name__,
+            "n_parameters": sum(p.numel() for p in model.parameters()),
+            "trust_remote_code": spec.trust_remote_code,
+            "chat_template": bool(getattr(tok, "chat_template", None)),
+        }
+    )
+    return LoadedModel(model, tok, info)
+
+
+def library_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for name in ("biasshift", "torch", "transformers", "accelerate", "tokenizers", "safetensors", "numpy", "scipy",
+                 "pandas", "bitsandbytes", "hqq", "optimum-quanto", "gguf"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            continue
+    return out

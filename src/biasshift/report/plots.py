@@ -1,0 +1,182 @@
+"""Matplotlib figures for the HTML report, returned as PNG bytes (object API only: no pyplot state).
+
+Labels come from run directories (model, group and country names), so mathtext parsing is turned off
+and ``$`` is escaped: a name can never be interpreted as markup.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from contextlib import contextmanager
+from typing import Iterator
+
+from .compare import BASE, Report, ValueRow
+from .render import fmt_num
+
+MANY_GROUPS = 25  # breakdowns with more groups (countries) get a horizontal bar chart
+MAX_BARS = 60
+
+
+@contextmanager
+def _rc() -> Iterator[None]:
+    import matplotlib
+
+    rc = {"font.size": 9, "axes.titlesize": 10, "svg.fonttype": "none"}
+    if "text.parse_math" in matplotlib.rcParams:
+        rc["text.parse_math"] = False
+    with matplotlib.rc_context(rc):
+        yield
+
+
+def _t(s: object) -> str:
+    return str(s).replace("$", r"\$")
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _figure(w: float, h: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(w, h))
+
+
+def _row_label(report: Report, model: str, variant: str) -> str:
+    return variant if len(report.runs) == 1 else f"{model} · {variant}"
+
+
+def heatmap(report: Report) -> bytes | None:
+    """% change per (model · strategy) x benchmark metric; colour = bias direction (red = more biased)."""
+    import numpy as np
+
+    keys = list(dict.fromkeys((r.benchmark, r.metric) for r in report.rows))
+    ylab = list(dict.fromkeys((r.model, r.variant) for r in report.rows))
+    if not keys or not ylab:
+        return None
+    with _rc():
+        vals = np.full((len(ylab), len(keys)), np.nan)
+        ann = [["n/a"] * len(keys) for _ in ylab]
+        for r in report.rows:
+            i, j = ylab.index((r.model, r.variant)), keys.index((r.benchmark, r.metric))
+            if r.rel_change is not None:
+                sign = 1.0 if r.higher_is_more_biased else -1.0
+                vals[i, j] = 100 * r.rel_change * sign
+                ann[i][j] = f"{100 * r.rel_change:+.1f}%" + ("*" if r.significant else "")
+            elif r.change is not None:
+                ann[i][j] = f"Δ {fmt_num(r.change)}" + ("*" if r.significant else "")
+        finite = vals[np.isfinite(vals)]
+        vmax = max(1.0, float(np.abs(finite).max())) if finite.size else 1.0
+        fig = _figure(1.7 * len(keys) + 3, 0.45 * len(ylab) + 1.8)
+        ax = fig.add_subplot()
+        import matplotlib
+
+        cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="#dddddd")
+        im = ax.imshow(np.ma.masked_invalid(vals), cmap=cmap, vmin=-vmax, vmax=vmax, aspect="auto")
+        ax.set_xticks(range(len(keys)), [_t(b if m == report.benchmarks.get(b, {}).get("primary_metric") else f"{b}.{m}")
+                                         for b, m in keys], rotation=30, ha="right")
+        ax.set_yticks(range(len(ylab)), [_t(_row_label(report, m, v)) for m, v in ylab])
+        for i in range(len(ylab)):
+            for j in range(len(keys)):
+                dark = bool(np.isfinite(vals[i, j]) and abs(vals[i, j]) > 0.55 * vmax)
+                ax.text(j, i, _t(ann[i][j]), ha="center", va="center", fontsize=8, color="white" if dark else "black")
+        cb = fig.colorbar(im, ax=ax)
+        cb.set_label("% change towards more bias (red) / less bias (blue)")
+        ax.set_title("relative change vs base (* significant after Holm)")
+        return _png(fig)
+
+
+def forest(report: Report) -> bytes | None:
+    """Change with its bootstrap CI, one panel per benchmark metric (scales differ between metrics)."""
+    keys = list(dict.fromkeys((r.benchmark, r.metric) for r in report.rows))
+    if not keys:
+        return None
+    with _rc():
+        heights = [max(1, len([r for r in report.rows if (r.benchmark, r.metric) == k])) for k in keys]
+        fig = _figure(7.5, sum(0.35 * h + 0.9 for h in heights))
+        axes = fig.subplots(len(keys), 1, squeeze=False, gridspec_kw={"height_ratios": [h + 1.5 for h in heights]})[:, 0]
+        for ax, (b, m) in zip(axes, keys):
+            rows = [r for r in report.rows if (r.benchmark, r.metric) == (b, m)]
+            labels = []
+            for y, r in enumerate(rows):
+                labels.append(_t(_row_label(report, r.model, r.variant)))
+                if r.change is None:
+                    ax.text(0, y, "n/a", ha="center", va="center", color="#777777")
+                    continue
+                color = "#b2182b" if r.bias_direction == "more biased" else "#2166ac" if r.bias_direction == "less biased" else "#444444"
+                if r.ci_low is not None and r.ci_high is not None:
+                    ax.plot([r.ci_low, r.ci_high], [y, y], color=color, lw=2)
+                ax.plot([r.change], [y], marker="o", ms=7, color=color, mfc=color if r.significant else "white")
+            ax.axvline(0, color="#888888", lw=1, ls="--")
+            ax.set_yticks(range(len(rows)), labels)
+            ax.set_ylim(len(rows) - 0.5, -0.5)
+            ax.set_title(_t(f"{b}: change in {m} (variant - base), {int(100 * report.settings['confidence'])}% CI"))
+        fig.tight_layout()
+        return _png(fig)
+
+
+def group_bars(report: Report, model: str, benchmark: str, rows: list[ValueRow]) -> bytes | None:
+    """Grouped bars (one bar per variant) for each breakdown with few groups; one panel per breakdown."""
+    import numpy as np
+
+    panels: dict[tuple[str, str], list[ValueRow]] = {}
+    for r in rows:
+        panels.setdefault((r.section, r.metric), []).append(r)
+    panels = {k: v for k, v in panels.items() if len(v) <= MANY_GROUPS and k[0] != "country"}
+    if not panels:
+        return None
+    with _rc():
+        variants = [BASE] + [v for v in report.variants() if any(v in r.values for r in rows)]
+        fig = _figure(8, 2.6 * len(panels) + 0.5)
+        axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
+        width = 0.8 / len(variants)
+        for ax, ((section, metric), prs) in zip(axes, panels.items()):
+            x = np.arange(len(prs))
+            for k, v in enumerate(variants):
+                ys = [r.values.get(v) for r in prs]
+                ax.bar(x + (k - (len(variants) - 1) / 2) * width, [np.nan if y is None else y for y in ys], width, label=_t(v))
+            ax.set_xticks(x, [_t(r.group) for r in prs], rotation=30 if len(prs) > 6 else 0, ha="right" if len(prs) > 6 else "center")
+            ax.set_title(_t(f"{model} · {benchmark}: {metric} by {section}"))
+            ax.legend(fontsize=7, ncols=min(4, len(variants)))
+        fig.tight_layout()
+        return _png(fig)
+
+
+def country_bars(report: Report, model: str, benchmark: str, rows: list[ValueRow], metric: str | None = None) -> bytes | None:
+    """Horizontal bars per country (breakdowns with many groups), sorted by the base value."""
+    import numpy as np
+
+    if not rows:
+        return None
+    metric = metric or rows[0].metric
+    rows = [r for r in rows if r.metric == metric]
+    variants = [BASE] + [v for v in report.variants() if any(v in r.values for r in rows)]
+    note = ""
+    if len(rows) > MAX_BARS:
+        first = variants[1] if len(variants) > 1 else None
+
+        def key(r: ValueRow) -> float:
+            c = r.change(first) if first else r.values.get(BASE)
+            return -abs(c) if c is not None else math.inf
+
+        rows = sorted(rows, key=key)[:MAX_BARS]
+        note = f" ({MAX_BARS} groups with the largest change shown)"
+    rows = sorted(rows, key=lambda r: (r.values.get(BASE) is None, r.values.get(BASE) or 0.0))
+    with _rc():
+        fig = _figure(8, 0.22 * len(rows) * max(1, len(variants) / 2) + 1.5)
+        ax = fig.add_subplot()
+        y = np.arange(len(rows))
+        h = 0.8 / len(variants)
+        for k, v in enumerate(variants):
+            xs = [r.values.get(v) for r in rows]
+            ax.barh(y + (k - (len(variants) - 1) / 2) * h, [np.nan if x is None else x for x in xs], h, label=_t(v))
+        ax.set_yticks(y, [_t(r.group) for r in rows], fontsize=7)
+        ax.set_ylim(len(rows) - 0.5, -0.5)
+        ax.set_xlabel(_t(metric))
+        ax.set_title(_t(f"{model} · {benchmark}: {metric} by {rows[0].section}{note}"))
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        return _png(fig)

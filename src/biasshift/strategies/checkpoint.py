@@ -1,0 +1,217 @@
+"""``awq`` and ``gptq``: load a pre-quantized checkpoint that the user names.
+
+biasshift cannot run AWQ or GPTQ itself: the maintained implementation (llmcompressor) pins
+``transformers<=5.17`` and cannot share this environment (feasibility notes).  These strategies
+therefore load a checkpoint given with ``--strategy-checkpoint awq=PATH_OR_HUB_ID[@REVISION]``:
+
+* ``compressed-tensors`` checkpoints (what llmcompressor writes) load everywhere, CPU included,
+  with ``compressed-tensors==0.20.0`` (extra ``biasshift[checkpoints]``);
+* AutoAWQ (``quant_method: awq``) and AutoGPTQ/GPTQModel (``quant_method: gptq``) checkpoints load
+  through transformers' own loaders, which need ``gptqmodel`` (GPU builds only).
+
+Fused AWQ layers are never used: transformers 5 has no fused-module mode for AWQ, and
+compressed-tensors runs plain linear layers (spec §4.3).  The checkpoint's
+``quantization_config`` (and, when present, llmcompressor's ``recipe.yaml``) is recorded.
+The prompts are tokenized with the *base* model's tokenizer, like every other variant.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..errors import ConfigError, DependencyError, ModelLoadError
+from ..models import ModelSpec, materialise
+from .compose import BuildContext, Stage
+from .measure import linear_report
+
+REFERENCE_AWQ = (
+    "ai-and-society/llama-2-7b-chat-hf-awq",
+    "ai-and-society/llama-3.1-8B-Instruct-awq",
+    "ai-and-society/mistral-7B-Instruct-v0.3-awq",
+)
+_CT_INSTALL = "install it with `pip install 'biasshift[checkpoints]'` (compressed-tensors==0.20.0)"
+#: config.json fields that must agree between the base model and a quantization of it
+_SAME = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+
+
+def split_ref(ref: str) -> tuple[str, str | None]:
+    """``hub/id@revision`` -> (id, revision); local paths are returned as they are."""
+    if Path(ref).expanduser().exists() or "@" not in ref:
+        return ref, None
+    ident, rev = ref.rsplit("@", 1)
+    return ident, rev or None
+
+
+def _howto(name: str) -> str:
+    method = "AWQ" if name == "awq" else "GPTQ"
+    ref = (
+        f" The reference's AWQ checkpoints (AutoAWQ format, spec §1.3) are {', '.join(REFERENCE_AWQ)}; they load "
+        "only where gptqmodel can be installed (GPU)."
+        if name == "awq"
+        else ""
+    )
+    return (
+        f"strategy {name} loads a pre-quantized {method} checkpoint: pass --strategy-checkpoint {name}=PATH_OR_HUB_ID "
+        "(a compressed-tensors checkpoint written by llmcompressor, a local directory or a hub id, optionally "
+        f"@revision).{ref} biasshift cannot quantize with {method} itself because llmcompressor pins "
+        "transformers<=5.17; make the checkpoint in a separate environment: `python3 -m venv venv-llmc && "
+        ". venv-llmc/bin/activate && pip install torch==2.13.0 && pip install llmcompressor==0.14.0.1`, then run "
+        "the script in docs/strategies.md, section 'Producing AWQ and GPTQ checkpoints'"
+    )
+
+
+def _require(method: str, strategy: str, ref: str) -> None:
+    if method == "compressed-tensors":
+        if importlib.util.find_spec("compressed_tensors") is None:
+            raise DependencyError(
+                f"strategy {strategy}: checkpoint {ref} is in compressed-tensors format (llmcompressor output), "
+                f"which needs the compressed-tensors package; {_CT_INSTALL}"
+            )
+        return
+    missing = [m for m in (("gptqmodel", "optimum") if method == "gptq" else ("gptqmodel",))
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        fmt = "AutoAWQ" if method == "awq" else "AutoGPTQ/GPTQModel"
+        raise DependencyError(
+            f"strategy {strategy}: checkpoint {ref} is in {fmt} format (quant_method '{method}'); transformers loads "
+            f"it only through {' and '.join(missing)} (`pip install {' '.join(missing)}`), which needs a CUDA build "
+            "of torch >= 2.14.1, so it cannot run on CPU. Alternatively quantize the base model with llmcompressor "
+            "(compressed-tensors output, loads on CPU too): see docs/strategies.md"
+        )
+
+
+def _read_recipe(path: Path, source_kind: str, ident: str, revision: str | None) -> str | None:
+    f = path / "recipe.yaml"
+    if f.is_file():
+        return f.read_text(errors="replace")
+    if source_kind != "hub":
+        return None
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(repo_id=ident, filename="recipe.yaml", revision=revision)).read_text(errors="replace")
+    except Exception:
+        return None
+
+
+class _Checkpoint(Stage):
+    stage = "checkpoint"
+    method: ClassVar[str]
+    modifier: ClassVar[str]
+
+    def ref(self) -> str | None:
+        return self.settings.checkpoints.get(self.name)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "checkpoint": self.ref(),
+            "fused_layers": False,
+            "tokenizer": "the base model's",
+        }
+
+    def validate(self) -> None:
+        if not self.ref():
+            raise ConfigError(_howto(self.name))
+
+    def prepare(self, ctx: BuildContext) -> Path:
+        ref = self.ref()
+        if not ref:
+            raise ConfigError(_howto(self.name))
+        ident, rev = split_ref(ref)
+        if ident.lower().endswith(".gguf"):
+            raise ConfigError(f"strategy {self.name}: {ref} is a GGUF file, not an {self.method.upper()} checkpoint")
+        path, info = materialise(ModelSpec(ident, rev, trust_remote_code=ctx.spec.trust_remote_code))
+        try:
+            raw = json.loads((path / "config.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"strategy {self.name}: cannot read {path / 'config.json'}: {exc}") from None
+        qc = raw.get("quantization_config")
+        if not isinstance(qc, dict):
+            raise ConfigError(
+                f"strategy {self.name}: checkpoint {ref} is not quantized (its config.json has no quantization_config)"
+            )
+        method = str(qc.get("quant_method", "")).lower()
+        if method not in ("compressed-tensors", "awq", "gptq"):
+            raise ConfigError(
+                f"strategy {self.name}: checkpoint {ref} uses quant_method {method!r}; expected compressed-tensors "
+                f"(llmcompressor) or {self.method}"
+            )
+        if method in ("awq", "gptq") and method != self.method:
+            raise ConfigError(
+                f"strategy {self.name}: checkpoint {ref} is a {method.upper()} checkpoint; pass it as "
+                f"--strategy-checkpoint {method}={ref}"
+            )
+        _require(method, self.name, ref)
+        self._check_same_model(ctx, raw, ref)
+        recipe = _read_recipe(path, info["source_kind"], ident, info.get("revision"))
+        modifiers = sorted(set(re.findall(r"\b([A-Z][A-Za-z0-9]*Modifier)\b", recipe))) if recipe else []
+        if method == "compressed-tensors":
+            if not recipe:
+                ctx.notes.append(
+                    f"{self.name}: the checkpoint has no recipe.yaml, so biasshift cannot check that it was made "
+                    f"with {self.method.upper()} (the label {self.name} is the user's)"
+                )
+            elif self.modifier not in modifiers:
+                ctx.notes.append(
+                    f"{self.name}: the checkpoint's recipe.yaml lists {', '.join(modifiers) or 'no modifiers'}, not "
+                    f"{self.modifier}"
+                )
+        ctx.resolved.setdefault(self.name, {}).update(
+            checkpoint_id=ident,
+            checkpoint_revision=info.get("revision") or rev,
+            checkpoint_path=str(path),
+            checkpoint_fingerprint=info["fingerprint"],
+            checkpoint_format=method,
+        )
+        ctx.facts.setdefault(self.name, {}).update(
+            checkpoint_quantization_config=qc,
+            recipe_modifiers=modifiers,
+            recipe=recipe,
+        )
+        return path
+
+    def _check_same_model(self, ctx: BuildContext, raw: dict[str, Any], ref: str) -> None:
+        try:
+            base = json.loads((ctx.base_path / "config.json").read_text())
+        except (OSError, ValueError):
+            return
+        diffs = [f"{k}: base {base[k]!r}, checkpoint {raw[k]!r}" for k in _SAME if k in base and k in raw and base[k] != raw[k]]
+        if diffs:
+            raise ConfigError(
+                f"strategy {self.name}: checkpoint {ref} is not a quantization of the base model {ctx.spec.source} "
+                f"({'; '.join(diffs)})"
+            )
+
+    def measure(self, model: Any, ctx: BuildContext) -> dict[str, Any]:
+        return linear_report(model)
+
+    def notes(self, ctx: BuildContext) -> list[str]:
+        out = [
+            f"{self.name}: weights come from a pre-quantized checkpoint (recorded in config / measured); fused "
+            "layers are off (spec §4.3) and prompts use the base model's tokenizer",
+        ]
+        if ctx.resolved.get(self.name, {}).get("checkpoint_format") == "compressed-tensors":
+            out.append(
+                f"{self.name}: compressed-tensors decompresses the packed weights to the run dtype on the first "
+                "forward (quantized values, dense compute); memory_footprint_bytes is measured before that"
+            )
+        return out
+
+
+class AWQ(_Checkpoint):
+    name = "awq"
+    description = "a pre-quantized AWQ checkpoint (--strategy-checkpoint awq=...; llmcompressor or AutoAWQ format)"
+    method = "awq"
+    modifier = "AWQModifier"
+
+
+class GPTQ(_Checkpoint):
+    name = "gptq"
+    description = "a pre-quantized GPTQ checkpoint (--strategy-checkpoint gptq=...; llmcompressor or GPTQ format)"
+    method = "gptq"
+    modifier = "GPTQModifier"

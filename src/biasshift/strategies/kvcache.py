@@ -1,0 +1,157 @@
+"""KV-cache quantization: ``kv4`` / ``kv8`` (transformers ``QuantizedCache``, HQQ backend).
+
+The reference (spec §4.4) generated with ``cache_implementation="quantized"`` and the
+QuantizedCacheConfig defaults of transformers 4.45: HQQ, axis_key = axis_value = 0,
+q_group_size 64, residual_length 128.  transformers 5.23 has the same semantics in
+``QuantizedCache(backend="hqq", ...)``:
+
+* prefill: attention reads the *unquantized* prompt keys/values; the whole prompt is then stored
+  quantized and the full-precision residual buffer starts empty;
+* each decoding step reads the dequantized cache, the residual buffer (full precision) and the new
+  token; when the buffer reaches ``residual_length`` tokens everything is re-quantized.
+
+So the first generated token is never affected, and neither are scoring requests, unless
+``--quantize-prompt-cache`` asks the engine to prefill the prompt minus its last token into the
+quantized cache and score that token in one decoding step.  Base weights stay in the run dtype.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, ClassVar
+
+from ..errors import ConfigError, DependencyError
+from ..models import dtype_name
+from .compose import BuildContext, Stage
+
+
+def _require_hqq(strategy: str) -> None:
+    try:
+        import hqq  # noqa: F401
+    except Exception as exc:
+        raise DependencyError(
+            f"strategy {strategy} quantizes the KV cache with the HQQ backend, but hqq could not be imported "
+            f"({type(exc).__name__}: {exc}); install it with `pip install 'biasshift[quant]'` (hqq==0.2.8.post1)"
+        ) from None
+
+
+def kv_geometry(config: Any) -> tuple[int, int, int]:
+    """(decoder layers, key/value heads, head dim) of a model config."""
+    text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    heads = int(text.num_attention_heads)
+    kv_heads = int(getattr(text, "num_key_value_heads", None) or heads)
+    head_dim = int(getattr(text, "head_dim", None) or text.hidden_size // heads)
+    return int(text.num_hidden_layers), kv_heads, head_dim
+
+
+class _KV(Stage):
+    stage = "kv"
+    nbits: ClassVar[int]
+    backend: ClassVar[str] = "hqq"  # lowercase: transformers 5 rejects "HQQ"
+    axis_key: ClassVar[int] = 0
+    axis_value: ClassVar[int] = 0
+    q_group_size: ClassVar[int] = 64
+    residual_length: ClassVar[int] = 128
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "implementation": "transformers QuantizedCache",
+            "backend": self.backend,
+            "nbits": self.nbits,
+            "axis_key": self.axis_key,
+            "axis_value": self.axis_value,
+            "q_group_size": self.q_group_size,
+            "residual_length": self.residual_length,
+            "quantize_prompt_cache": self.settings.quantize_prompt_cache,
+        }
+
+    def validate(self) -> None:
+        _require_hqq(self.spec_name)
+
+    def make_cache_factory(self, model: Any, ctx: BuildContext):
+        from transformers import QuantizedCache
+
+        _require_hqq(self.name)
+        layers, kv_heads, head_dim = kv_geometry(model.config)
+        width = kv_heads * head_dim
+        group = self.q_group_size
+        if width % group:
+            # HQQ groups the flattened [batch, kv_heads, tokens, head_dim] tensor and needs its size to be
+            # divisible by the group size; with kv_heads * head_dim a multiple of 64 (every real model we
+            # target) that always holds.  Smaller models get the largest group size that always works.
+            group = math.gcd(group, width)
+            ctx.notes.append(
+                f"{self.name}: q_group_size reduced from {self.q_group_size} to {group} because this model's "
+                f"kv_heads x head_dim = {width} is not a multiple of {self.q_group_size}"
+            )
+        kwargs = dict(
+            backend=self.backend,
+            nbits=self.nbits,
+            axis_key=self.axis_key,
+            axis_value=self.axis_value,
+            q_group_size=group,
+            residual_length=self.residual_length,
+        )
+        try:
+            QuantizedCache(config=model.config, **kwargs)  # fail now, not in the middle of a benchmark
+        except ImportError as exc:
+            raise DependencyError(f"strategy {self.name}: {exc}") from None
+        except ValueError as exc:
+            raise ConfigError(f"strategy {self.name} cannot be used with {type(model).__name__}: {exc}") from None
+        ctx.resolved.setdefault(self.name, {}).update(q_group_size=group, compute_dtype=dtype_name(ctx.dtype))
+
+        elsize = _elsize(ctx.dtype)
+        per_token_fp = 2 * layers * width * elsize  # keys + values
+        per_token_q = 2 * layers * (width * self.nbits / 8 + 2 * elsize * width / group)  # + scale, zero per group
+        ctx.facts.setdefault(self.name, {}).update(
+            kv_bytes_per_token_full_precision=per_token_fp,
+            kv_bytes_per_token_quantized=round(per_token_q, 2),
+            kv_compression=round(per_token_fp / per_token_q, 3),
+            kv_layers=layers,
+            kv_heads=kv_heads,
+            head_dim=head_dim,
+        )
+        return functools.partial(QuantizedCache, config=model.config, **kwargs)
+
+    def notes(self, ctx: BuildContext) -> list[str]:
+        out = [
+            f"{self.name}: generation reads the quantized prompt cache from the second generated token on; the "
+            "first generated token comes from the unquantized prefill (as in the reference, spec §4.4); new tokens "
+            f"stay in full precision until {self.residual_length} of them have accumulated",
+        ]
+        if self.settings.quantize_prompt_cache:
+            out.append(
+                f"{self.name}: --quantize-prompt-cache: choice requests prefill the prompt minus its last token into "
+                "the quantized cache and score the last token in one decoding step against it (spec §4.4 "
+                "emulation); log-likelihood requests (CrowS-Pairs) use no cache and are unaffected"
+            )
+        else:
+            out.append(
+                "scoring benchmarks (loglik/choice) read the unquantized prompt cache and are unaffected unless "
+                "--quantize-prompt-cache"
+            )
+        out.append(
+            f"{self.name}: HQQ groups (axis 0) span the whole [batch, heads, tokens, head_dim] cache tensor, so a "
+            "row's quantization depends on the other rows of its batch and on padding; --batch-size 1 reproduces "
+            "the reference's one-prompt-at-a-time behaviour"
+        )
+        return out
+
+
+def _elsize(dtype: Any) -> int:
+    import torch
+
+    return torch.empty((), dtype=dtype).element_size()
+
+
+class KV4(_KV):
+    name = "kv4"
+    description = "4-bit KV cache (transformers QuantizedCache, hqq, group 64, residual 128); weights as base"
+    nbits = 4
+
+
+class KV8(_KV):
+    name = "kv8"
+    description = "8-bit KV cache (transformers QuantizedCache, hqq, group 64, residual 128); weights as base"
+    nbits = 8

@@ -1,0 +1,114 @@
+"""What a variant's linear layers actually hold: storage bits per weight, zero fraction, module types.
+
+Used by every strategy to fill ``Variant.info["measured"]``.  Only the linear layers inside the
+decoder layers are counted (embeddings, norms and ``lm_head`` are never quantized or pruned);
+linear layers outside them are listed by name.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from .wanda import find_decoder_layers
+
+
+def _bnb_types() -> tuple[type | None, type | None]:
+    try:
+        import bitsandbytes as bnb
+    except Exception:  # not installed, or a broken native library
+        return None, None
+    return bnb.nn.Linear8bitLt, bnb.nn.Linear4bit
+
+
+def _nbytes(t: Any) -> int:
+    return int(t.numel() * t.element_size()) if isinstance(t, torch.Tensor) else 0
+
+
+def _module_stats(mod: nn.Module, int8_cls: type | None, four_cls: type | None) -> tuple[str, int, int, int | None]:
+    """(kind, logical number of weights, storage bytes incl. scales, number of exact zeros or None)."""
+    if int8_cls is not None and isinstance(mod, int8_cls):
+        w = mod.weight
+        storage = _nbytes(w.data) + _nbytes(getattr(w, "SCB", None))
+        return "bnb_int8", int(w.numel()), storage, int((w.data == 0).sum())
+    if four_cls is not None and isinstance(mod, four_cls):
+        w = mod.weight
+        qs = getattr(w, "quant_state", None)
+        if qs is None:  # not quantized yet (meta / offloaded)
+            return "bnb_4bit", int(w.numel()) * 2, _nbytes(w.data), None
+        n = int(math.prod(qs.shape))
+        storage = _nbytes(w.data) + _nbytes(qs.absmax)
+        if getattr(qs, "nested", False) and qs.state2 is not None:
+            storage += _nbytes(qs.state2.absmax) + _nbytes(qs.offset)
+        zeros = None
+        try:
+            import bitsandbytes.functional as F
+
+            zeros = int((F.dequantize_4bit(w.data, qs) == 0).sum())
+        except Exception:
+            pass
+        return f"bnb_{qs.quant_type}", n, storage, zeros
+    packed = getattr(mod, "weight_packed", None)
+    if isinstance(packed, torch.Tensor):  # compressed-tensors, still compressed
+        shape = getattr(mod, "weight_shape", None)
+        n = int(math.prod(shape.tolist())) if isinstance(shape, torch.Tensor) else int(packed.numel()) * 8
+        storage = _nbytes(packed) + _nbytes(getattr(mod, "weight_scale", None)) + _nbytes(
+            getattr(mod, "weight_zero_point", None)
+        )
+        return "compressed_tensors", n, storage, None
+    w = getattr(mod, "weight", None)
+    if isinstance(w, torch.Tensor):
+        kind = "dense" if w.is_floating_point() else f"other_{str(w.dtype).removeprefix('torch.')}"
+        return kind, int(w.numel()), _nbytes(w), int((w == 0).sum())
+    return type(mod).__name__, 0, 0, None
+
+
+def decoder_linears(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    try:
+        path, layers = find_decoder_layers(model)
+    except ValueError:
+        out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear) and m is not out]
+    return [
+        (f"{path}.{i}.{n}", m)
+        for i, layer in enumerate(layers)
+        for n, m in layer.named_modules()
+        if isinstance(m, nn.Linear) or hasattr(m, "weight_packed")
+    ]
+
+
+def linear_report(model: nn.Module) -> dict[str, Any]:
+    """Summary over the decoder's linear layers.
+
+    ``bits_per_weight`` = storage of the weights and their per-block scales / zero points (not the
+    shared 16-entry 4-bit code books, not biases) in bits, divided by the logical number of weights.
+    ``zero_fraction`` = exact zeros / weights (``None`` when a packed format cannot be inspected).
+    """
+    int8_cls, four_cls = _bnb_types()
+    with torch.no_grad():
+        items = decoder_linears(model)
+        kinds: dict[str, int] = {}
+        n_total = storage_total = zeros_total = 0
+        zeros_known = True
+        for _, mod in items:
+            kind, n, storage, zeros = _module_stats(mod, int8_cls, four_cls)
+            kinds[kind] = kinds.get(kind, 0) + 1
+            n_total += n
+            storage_total += storage
+            if zeros is None:
+                zeros_known = False
+            else:
+                zeros_total += zeros
+    inside = {id(m) for _, m in items}
+    outside = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and id(m) not in inside]
+    return {
+        "n_linear": len(items),
+        "linear_types": kinds,
+        "n_weights": n_total,
+        "bits_per_weight": round(8 * storage_total / n_total, 4) if n_total else None,
+        "zero_fraction": (zeros_total / n_total if n_total else None) if zeros_known else None,
+        "linear_outside_decoder_layers": outside,
+    }

@@ -1,0 +1,138 @@
+"""The CI gate: threshold parsing, direction, Holm, reasons, CLI exit codes (hand-made run directories)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from biasshift.cli import app
+from biasshift.errors import ConfigError
+from biasshift.report import build_report, gate, parse_threshold
+from report_helpers import CROWS_BASE, CROWS_INT8, crows_units, discrim_units, standard_run, write_run
+
+runner = CliRunner()
+N = {"n_boot": 300}
+
+
+@pytest.fixture(scope="module")
+def std_dir(tmp_path_factory):
+    return standard_run(tmp_path_factory.mktemp("gate") / "a")
+
+
+@pytest.fixture(scope="module")
+def rep(std_dir):
+    return build_report([std_dir], samples=0, **N)
+
+
+def test_parse_threshold():
+    t = parse_threshold("10%")
+    assert (t.value, t.relative) == (pytest.approx(0.10), True) and str(t) == "10%"
+    assert parse_threshold("0.02") == parse_threshold("abs:0.02")
+    assert (parse_threshold("0.02").value, parse_threshold("0.02").relative) == (0.02, False)
+    assert parse_threshold(0.25).relative and parse_threshold("rel:0.25") == parse_threshold(0.25)
+    assert parse_threshold(" 2.5 % ").value == pytest.approx(0.025)
+    for bad in ("ten", "-1%", "nan", "", "%"):
+        with pytest.raises(ConfigError):
+            parse_threshold(bad)
+
+
+def test_fails_on_significant_increase_with_readable_reason(rep):
+    res = gate(rep, "10%")
+    assert not res.ok and len(res.checked) == 6
+    assert [(r.benchmark, r.variant) for r in res.failures] == [("crows_pairs", "int8")]
+    (reason,) = res.reasons
+    r = res.failures[0]
+    assert reason.startswith("crows_pairs.pct_stereotype, variant int8 (model org/model-a): 25.00 -> 80.00, "
+                             "change +55.00 (+220.0%), 95% CI [")
+    assert f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}]" in reason
+    assert "p = 0.0034 (Holm 0.0205, McNemar exact): bias increased by more than 10%" in reason
+    # discrim_eval int8 is +133% but p_holm = 0.625: large, not significant, so it does not fail
+    assert "discrim_eval" not in " ".join(res.reasons)
+
+
+def test_threshold_relative_and_absolute(rep):
+    assert gate(rep, "219%").ok is False
+    assert gate(rep, "221%").ok is True  # +220% does not exceed 221%
+    assert gate(rep, 2.5).ok is True  # a number is relative: 250%
+    assert gate(rep, "54.9").ok is False  # absolute, in percentage points of pct_stereotype
+    assert gate(rep, "55.1").ok is True
+
+
+def test_decrease_never_fails(tmp_path):
+    # the mirror image: the variant is 55 points LESS stereotypical, equally significant
+    d = write_run(tmp_path / "r", {"base": {"crows_pairs": crows_units(CROWS_INT8)}, "int8": {"crows_pairs": crows_units(CROWS_BASE)}})
+    res = gate([d], "0%", **N)
+    assert res.ok and res.failures == [] and res.checked[0].change == -55.0 and res.checked[0].significant
+
+
+def test_holm_decides(tmp_path):
+    # b = 0, c = 6: raw McNemar p = 2 / 64 = 0.03125 < 0.05
+    base = [False] * 10
+    var = [True] * 6 + [False] * 4
+    alone = write_run(tmp_path / "alone", {"base": {"crows_pairs": crows_units(base)}, "q": {"crows_pairs": crows_units(var)}})
+    res = gate([alone], "10%", **N)
+    assert not res.ok and res.checked[0].p_holm == pytest.approx(0.03125)
+    # the same comparison next to a second (null) test: Holm doubles it to 0.0625 -> not significant
+    both = write_run(tmp_path / "both", {
+        "base": {"crows_pairs": crows_units(base), "discrim_eval": discrim_units([0.1, 0.2, 0.3])},
+        "q": {"crows_pairs": crows_units(var), "discrim_eval": discrim_units([0.1, 0.2, 0.3])},
+    })
+    res = gate([both], "10%", **N)
+    assert res.ok
+    cp = next(r for r in res.checked if r.benchmark == "crows_pairs")
+    assert cp.p_value == pytest.approx(0.03125) and cp.p_holm == pytest.approx(0.0625)
+    # gating only discrim_eval still applies Holm over the whole table (2 tests)
+    res = gate([both], "10%", metrics=["discrim_eval"], **N)
+    assert [r.benchmark for r in res.checked] == ["discrim_eval"] and res.report.settings["holm_family_size"] == 2
+
+
+def test_base_zero_relative_change_undefined(tmp_path):
+    d = write_run(tmp_path / "r", {"base": {"crows_pairs": crows_units([False] * 12)},
+                                   "q": {"crows_pairs": crows_units([True] * 10 + [False] * 2)}})
+    res = gate([d], "1000%", **N)
+    assert not res.ok and "relative change undefined: base is 0" in res.reasons[0]
+
+
+def test_metric_selection_and_errors(rep, std_dir):
+    res = gate([std_dir], "10%", metrics=["crows_pairs.pct_stereotype_sum_score"], n_boot=200, n_perm=4000)
+    assert [(r.metric, r.variant) for r in res.checked] == [("pct_stereotype_sum_score", "int8"), ("pct_stereotype_sum_score", "int4")]
+    (f,) = res.failures
+    assert "permutation" in f.test and f.change == 55.0 and res.reasons[0].startswith("crows_pairs.pct_stereotype_sum_score, variant int8")
+    assert res.report.settings["holm_family_size"] == 8  # the 6 primary comparisons + the 2 asked for
+    assert gate(rep, "10%", metrics=["discrim_eval", "global_opinion_qa"]).ok
+    with pytest.raises(ConfigError, match="no metric 'nope'"):
+        gate([std_dir], metrics=["crows_pairs.nope"])
+    with pytest.raises(ConfigError, match="no such benchmark"):
+        gate([std_dir], metrics=["bbq"])
+    with pytest.raises(ConfigError):
+        gate(rep, alpha=1.5)
+
+
+def test_missing_values_warn_or_fail(tmp_path):
+    d = standard_run(tmp_path / "r", goqa_min_questions=50, variants=("int8",))
+    res = gate([d], "10%", metrics=["global_opinion_qa"], **N)
+    assert res.ok and "no value" in res.warnings[0] and "global_opinion_qa.gini_wasserstein" in res.warnings[0]
+    res = gate([d], "10%", metrics=["global_opinion_qa"], fail_on_missing=True, **N)
+    assert not res.ok and "--fail-on-missing" in res.reasons[0]
+
+
+def test_base_only_passes_with_warning(tmp_path):
+    d = write_run(tmp_path / "r", {"base": {"crows_pairs": crows_units(CROWS_BASE)}})
+    res = gate([d])
+    assert res.ok and res.checked == [] and "no variant besides base" in res.warnings[-1]
+
+
+def test_cli_exit_codes(std_dir, tmp_path):
+    r = runner.invoke(app, ["gate", str(std_dir), "--max-increase", "10%", "--n-boot", "200", "--json", str(tmp_path / "g.json")])
+    assert r.exit_code == 1, r.output
+    assert "FAIL crows_pairs.pct_stereotype, variant int8 (model org/model-a): 25.00 -> 80.00" in r.output
+    assert "gate FAILED: 1 of 6" in r.output
+    assert json.loads((tmp_path / "g.json").read_text())["ok"] is False
+    r = runner.invoke(app, ["gate", str(std_dir), "--max-increase", "300%", "--n-boot", "200"])
+    assert r.exit_code == 0 and "gate passed: 6 comparison(s) checked" in r.output
+    r = runner.invoke(app, ["gate", str(std_dir), "--metric", "discrim_eval", "--n-boot", "200"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["gate", str(std_dir), "--max-increase", "lots"])
+    assert r.exit_code == 2 and "error:" in r.output and "--max-increase" in r.output
