@@ -6,6 +6,7 @@ DATA_DIR ?= ../shared/data
 SMOLLM2  := .cache/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 DEMO_OUT ?= runs/demo
 DEMO_ARGS ?=
+GEN_LIMIT ?= 24
 
 .PHONY: install demo test smollm2 clean
 
@@ -14,7 +15,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -U pip
 	# torch first: the pinned CPU wheel; installing it through the package list could pull a CUDA build
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[test,quant]"
+	$(BIN)/python -m pip install -q -e ".[test,quant,checkpoints]"
 	touch $@
 
 install: $(BIN)/.installed
@@ -29,9 +30,12 @@ $(SMOLLM2):
 
 smollm2: install $(SMOLLM2)
 
+# scoring benchmarks on every item; generation benchmarks on GEN_LIMIT items each (CPU-friendly)
 demo: smollm2
-	$(BIN)/biasshift run --model $(SMOLLM2) --benchmarks all --data-dir $(DATA_DIR) --skip-unavailable \
-		--out $(DEMO_OUT) $(DEMO_ARGS)
+	$(BIN)/biasshift run --model $(SMOLLM2) --benchmarks crows_pairs,discrim_eval,global_opinion_qa \
+		--data-dir $(DATA_DIR) --skip-unavailable --out $(DEMO_OUT) $(DEMO_ARGS)
+	$(BIN)/biasshift run --model $(SMOLLM2) --benchmarks dt_stereotyping,dt_stereotyping_sampled,discrim_eval_gen,worldbench \
+		--limit $(GEN_LIMIT) --data-dir $(DATA_DIR) --skip-unavailable --out $(DEMO_OUT) $(DEMO_ARGS)
 
 test: smollm2
 	BIASSHIFT_SMOLLM2_GGUF=$(CURDIR)/$(SMOLLM2) $(BIN)/python -m pytest -q

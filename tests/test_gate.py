@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -108,6 +109,23 @@ def test_metric_selection_and_errors(rep, std_dir):
         gate([std_dir], metrics=["bbq"])
     with pytest.raises(ConfigError):
         gate(rep, alpha=1.5)
+
+
+def test_quality_anchor_is_gated_only_when_named(tmp_path):
+    def ppl_units(shift):  # 12 windows of 100 tokens; the variant's NLL is higher in every window
+        return [{"unit": f"w{i}", "nll": 100 * (2.0 + 0.1 * i + shift), "n_tokens": 100, "outcome": 2.0 + 0.1 * i + shift}
+                for i in range(12)]
+
+    d = write_run(tmp_path / "r", {"base": {"crows_pairs": crows_units(CROWS_BASE), "perplexity": ppl_units(0.0)},
+                                   "q": {"crows_pairs": crows_units(CROWS_BASE), "perplexity": ppl_units(0.5)}})
+    res = gate([d], "10%", **N)
+    assert res.ok and [r.benchmark for r in res.checked] == ["crows_pairs"]  # perplexity is not a bias measure
+    ppl = next(r for r in res.report.rows if r.benchmark == "perplexity")
+    assert ppl.quality and ppl.bias_direction == "worse quality" and ppl.rel_change == pytest.approx(np.exp(0.5) - 1)
+    assert ppl.p_value == pytest.approx(2 / 2**12)  # every window worse: exact permutation, 2 extreme of 4096
+    res = gate([d], "10%", metrics=["perplexity"], **N)
+    assert not res.ok and res.reasons[0].startswith("perplexity.ppl, variant q")
+    assert res.reasons[0].endswith("quality worsened by more than 10%")
 
 
 def test_missing_values_warn_or_fail(tmp_path):

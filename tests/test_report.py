@@ -289,27 +289,48 @@ def test_not_a_run_directory(tmp_path):
         build_report([tmp_path])
 
 
+def _int8_available() -> bool:
+    import importlib.util
+
+    from biasshift import strategies
+
+    return "int8" in strategies.names() and importlib.util.find_spec("bitsandbytes") is not None
+
+
 @pytest.mark.slow
 def test_integration_tiny_model(tiny_dir, tmp_path):
-    """The real pipeline on the tiny model, then a report (base plus a copy of base as a second variant)."""
+    """The real pipeline on the tiny model (base + int8 where bitsandbytes is installed), then reports.
+
+    A copy of base's results as one more variant gives a known answer: every change 0, every p-value 1.
+    """
+    strategies = "base,int8" if _int8_available() else "base"
     run = tmp_path / "run"
     r = runner.invoke(app, ["run", "--model", str(tiny_dir), "--benchmarks", "crows_pairs,discrim_eval,global_opinion_qa",
-                            "--data-dir", str(FIXTURE_DATA), "--out", str(run), "--batch-size", "4",
+                            "--data-dir", str(FIXTURE_DATA), "--out", str(run), "--batch-size", "4", "--strategies", strategies,
                             "--option", "global_opinion_qa.min_questions=2", "--no-progress"], catch_exceptions=False)
     assert r.exit_code == 0, r.output
-    base_only = build_report([run], n_boot=100)
-    assert base_only.rows == [] and any("only the base model" in w for w in base_only.warnings)
-    assert f"| {base_only.models()[0]} | " in to_markdown(base_only)  # base values still reported
-    for sub in ("results", "units"):  # an identical "variant": every change is 0 and every test gives p = 1
+    first = build_report([run], n_boot=100)
+    n_var = len(strategies.split(",")) - 1
+    assert len(first.rows) == 3 * n_var
+    if not n_var:
+        assert any("only the base model" in w for w in first.warnings)
+    assert f"| {first.models()[0]} | " in to_markdown(first)  # base values are reported either way
+    for c in first.rows:  # int8: real numbers, paired on every unit
+        assert c.value is not None and c.n_base_only == c.n_variant_only == 0 and 0 <= c.p_value <= 1
+        assert c.ci_low - 1e-12 <= c.change <= c.ci_high + 1e-12
+    for sub in ("results", "units"):
         shutil.copytree(run / sub / "base", run / sub / "copy")
     out = tmp_path / "report"
     r = runner.invoke(app, ["report", str(run), "--out", str(out), "--format", "all", "--n-boot", "200"])
     assert r.exit_code == 0, r.output
     js = json.loads((out / "comparison.json").read_text())
-    assert len(js["comparisons"]) == 3
-    for c in js["comparisons"]:
-        assert c["variant"] == "copy" and c["change"] == 0 and c["p_value"] == 1.0 and c["n_paired"] > 0
+    assert len(js["comparisons"]) == 3 * (n_var + 1)
+    copies = [c for c in js["comparisons"] if c["variant"] == "copy"]
+    assert len(copies) == 3
+    for c in copies:
+        assert c["change"] == 0 and c["p_value"] == 1.0 and c["n_paired"] > 0
         assert c["ci_low"] == c["ci_high"] == 0
     assert (out / "report.html").stat().st_size > 10_000
+    # with 6 pairs, 2 questions and 3 questions no change can be significant after Holm: the gate passes
     r = runner.invoke(app, ["gate", str(run), "--max-increase", "0%", "--n-boot", "100"])
     assert r.exit_code == 0 and "gate passed" in r.output

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import functools
-import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import BiasshiftError, ConfigError
@@ -31,7 +31,7 @@ def friendly(fn):
         try:
             return fn(*args, **kwargs)
         except BiasshiftError as exc:
-            console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+            console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             console.print("[yellow]interrupted; finished batches are stored, rerun the same command to resume[/yellow]")
@@ -60,6 +60,9 @@ def run(
     strategies: Annotated[str, typer.Option(help="comma-separated strategies; 'base' is always included")] = "base",
     limit: Annotated[Optional[int], typer.Option(help="run only N units per benchmark (seeded, same for every variant)")] = None,
     batch_size: Annotated[str, typer.Option(help="'auto' or a number of sequences per batch")] = "auto",
+    max_batch_tokens: Annotated[Optional[int], typer.Option(help="also cap each batch at this many padded tokens (rows x longest), so long prompts get smaller batches")] = None,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model forward (CUDA only; an error on CPU)")] = False,
+    executor: Annotated[str, typer.Option(help="local, or ray: one Ray task per variant, all writing to the same run store (pip install 'biasshift[ray]')")] = "local",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16")] = "auto",
     chat_template: Annotated[str, typer.Option(help="auto (each benchmark's reference setting), on, off")] = "auto",
@@ -70,12 +73,12 @@ def run(
     option: Annotated[list[str], typer.Option("--option", help="benchmark option BENCHMARK.KEY=VALUE (repeatable)")] = [],
     skip_unavailable: Annotated[bool, typer.Option(help="skip (and report) benchmarks whose data is not available locally instead of downloading")] = False,
     trust_remote_code: Annotated[bool, typer.Option(help="allow model code from the hub (off by default)")] = False,
-    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    progress: Annotated[bool, typer.Option(help="show progress (a bar on a terminal, periodic lines in logs)")] = True,
     calib_data: Annotated[str, typer.Option(help="Wanda calibration text: 'c4' (C4 shard from the hub) or a local .txt / .jsonl / .json.gz file")] = "c4",
     calib_samples: Annotated[int, typer.Option(help="Wanda calibration windows")] = 128,
     calib_seqlen: Annotated[int, typer.Option(help="Wanda calibration window length in tokens (capped at the model's max_position_embeddings)")] = 2048,
     quantize_prompt_cache: Annotated[bool, typer.Option(help="KV strategies: score choice requests against the quantized prompt cache")] = False,
-    strategy_checkpoint: Annotated[list[str], typer.Option("--strategy-checkpoint", help="pre-quantized checkpoint for awq/gptq: NAME=PATH_OR_HUB_ID[@REVISION] (repeatable)")] = [],
+    strategy_checkpoint: Annotated[list[str], typer.Option("--strategy-checkpoint", help="pre-quantized checkpoint for awq/gptq: NAME=PATH_OR_HUB_ID, or NAME=HUB_ID@REVISION (repeatable)")] = [],
 ) -> None:
     """Build every variant, run every benchmark on it, store item-level answers and write results."""
     from . import benchmarks as bench_registry
@@ -87,6 +90,20 @@ def run(
         raise ConfigError("--chat-template must be auto, on or off")
     if bos not in ("auto", "always", "never"):
         raise ConfigError("--bos must be auto, always or never")
+    if executor not in ("local", "ray"):
+        raise ConfigError("--executor must be local or ray")
+    if executor == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise ConfigError("--executor ray needs Ray, an optional dependency: pip install 'biasshift[ray]' (or use --executor local)")
+    if max_batch_tokens is not None and max_batch_tokens < 1:
+        raise ConfigError("--max-batch-tokens must be >= 1")
+    if compile:
+        from .models import resolve_device
+
+        if resolve_device(device).type != "cuda":
+            raise ConfigError("--compile needs a CUDA device (torch.compile of the model forward is GPU-only here)")
     cfg = RunConfig(
         model=model,
         revision=revision,
@@ -94,6 +111,9 @@ def run(
         benchmarks=bench_registry.parse_list(benchmarks),
         limit=limit,
         batch_size=batch_size_arg(batch_size),
+        max_batch_tokens=max_batch_tokens,
+        compile=compile,
+        executor=executor,  # type: ignore[arg-type]
         device=device,
         dtype=dtype,
         chat_template=chat_template,  # type: ignore[arg-type]
@@ -110,7 +130,7 @@ def run(
         quantize_prompt_cache=quantize_prompt_cache,
         strategy_checkpoints=strat_registry.parse_checkpoints(strategy_checkpoint),
     )
-    summary = Runner(cfg, console=console, progress=progress and sys.stderr.isatty()).run()
+    summary = Runner(cfg, console=console, progress=progress).run()
     table = Table(title=f"biasshift results: {summary['model']['model_id']}")
     table.add_column("benchmark")
     table.add_column("metric")

@@ -27,7 +27,7 @@ from . import benchmarks as bench_registry
 from . import strategies as strat_registry
 from .benchmarks.base import Benchmark, BenchmarkResult, Item, RequestContext
 from .data import is_available, resolve
-from .engine.hf import HFEngine
+from .engine.hf import HFEngine, anchored_tokenize
 from .engine.requests import Keyed, Prompt
 from .errors import ConfigError, DataError, StoreError
 from .models import ModelSpec, library_versions, load_tokenizer, materialise, resolve_device, resolve_dtype, dtype_name
@@ -44,6 +44,9 @@ class RunConfig(BaseModel):
     benchmarks: list[str]
     limit: int | None = None
     batch_size: int | Literal["auto"] = "auto"
+    max_batch_tokens: int | None = None
+    compile: bool = False
+    executor: Literal["local", "ray"] = "local"
     device: str = "auto"
     dtype: str = "auto"
     chat_template: Literal["auto", "on", "off"] = "auto"
@@ -106,11 +109,13 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 class Runner:
-    def __init__(self, cfg: RunConfig, console: Any = None, progress: bool = True) -> None:
+    def __init__(self, cfg: RunConfig, console: Any = None, progress: bool = True, compute_only: bool = False) -> None:
         self.cfg = cfg
         self.console = console
         self.show_progress = progress
         self.out = Path(cfg.out)
+        #: fill the store only (a worker of a distributed executor); the driver writes results and summary
+        self.compute_only = compute_only
 
     def log(self, msg: str) -> None:
         if self.console is not None:
@@ -147,7 +152,8 @@ class Runner:
         prepared, skipped = self.prepare_benchmarks()
         for name, why in skipped.items():
             self.log(f"[yellow]skipped {name}: {why}[/yellow]")
-        _write_json(self.out / "config.json", json.loads(cfg.model_dump_json()))
+        if not self.compute_only:
+            _write_json(self.out / "config.json", json.loads(cfg.model_dump_json()))
         store = RunStore(self.out / "store.sqlite")
         store.check_identity(
             {"model_fingerprint": model_info["fingerprint"], "dtype": dtype_name(dtype), "seed": cfg.seed, "bos": cfg.bos}
@@ -156,7 +162,8 @@ class Runner:
         plan: list[tuple[Benchmark, dict[str, Any], list[Item], list[Keyed], bool]] = []
         for b, files in prepared:
             chat = b.chat_template_default if cfg.chat_template == "auto" else cfg.chat_template == "on"
-            ctx = RequestContext(render=make_renderer(base_tok, chat), seed=cfg.seed, chat_template=chat)
+            ctx = RequestContext(render=make_renderer(base_tok, chat), seed=cfg.seed, chat_template=chat,
+                                 tokenize=anchored_tokenize(base_tok))
             items = b.select(b.load({rel: rf.path for rel, rf in files.items()}), cfg.limit, cfg.seed)
             reqs = [r for it in items for r in b.requests(it, ctx)]
             keys = [r.key for r in reqs]
@@ -164,7 +171,22 @@ class Runner:
                 raise DataError(f"benchmark {b.name} produced duplicate request keys (duplicate rows in the data?)")
             plan.append((b, files, items, reqs, chat))
 
-        summary: dict[str, Any] = {"model": model_info, "variants": {}, "skipped": skipped}
+        summary: dict[str, Any] = {"model": model_info, "variants": {}, "skipped": {}}
+        previous = self.out / "summary.json"
+        if previous.is_file():  # keep what earlier invocations on this run directory reported
+            try:
+                old = json.loads(previous.read_text())
+                summary["variants"] = old.get("variants", {})
+                summary["skipped"] = old.get("skipped", {})
+            except ValueError:
+                pass
+        for name in [b.name for b, *_ in plan]:
+            summary["skipped"].pop(name, None)
+        summary["skipped"].update(skipped)
+        if cfg.executor == "ray" and not self.compute_only:  # fill the store on Ray workers, then report below
+            from .executors import run_ray
+
+            run_ray(self, store, plan, strategies)
         for vname in cfg.strategies:
             strategy = strategies[vname]
             stored_request = store.variants().get(vname, {}).get("requested")
@@ -188,11 +210,13 @@ class Runner:
                     bos_policy=cfg.bos,
                     cache_factory=variant.cache_factory,
                     quantize_prompt_cache=variant.quantize_prompt_cache,
+                    max_batch_tokens=cfg.max_batch_tokens,
+                    compile=cfg.compile,
                 )
                 info = {**variant.info, "engine": engine.describe(), "build_seconds": round(time.time() - tb, 2)}
                 store.set_variant(vname, info)
             vinfo = store.variants().get(vname, {})
-            summary["variants"][vname] = {}
+            summary["variants"].setdefault(vname, {})
             for b, files, items, reqs, chat in plan:
                 t_b = time.time()
                 if pending[b.name]:
@@ -201,6 +225,8 @@ class Runner:
                     with self._progress(f"{vname} · {b.name}", len(reqs), len(done)) as advance:
                         engine.progress = advance
                         engine.run(reqs, functools.partial(self._commit, store, vname, b.name), done=done)
+                if self.compute_only:
+                    continue
                 responses = store.responses(vname, b.name)
                 units = b.units(items, responses)
                 result = b.compute(units)
@@ -221,7 +247,8 @@ class Runner:
                 except ImportError:  # pragma: no cover
                     pass
         summary["seconds"] = round(time.time() - t0, 2)
-        _write_json(self.out / "summary.json", summary)
+        if not self.compute_only:
+            _write_json(self.out / "summary.json", summary)
         store.close()
         return summary
 
@@ -234,6 +261,17 @@ class Runner:
     def _progress(self, label: str, total: int, done: int):
         if not self.show_progress or self.console is None:
             return nullcontext(None)
+        if not self.console.is_terminal:  # logs: one line per ~10% instead of a bar
+            state = {"done": done, "next": done + max(1, total // 10), "t0": time.time()}
+
+            def advance(n: int) -> None:
+                state["done"] += n
+                if state["done"] >= state["next"] or state["done"] >= total:
+                    state["next"] = state["done"] + max(1, total // 10)
+                    rate = (state["done"] - done) / max(1e-9, time.time() - state["t0"])
+                    self.log(f"  {label}: {state['done']}/{total} requests ({rate:.1f}/s)")
+
+            return nullcontext(advance)
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         class _Ctx:

@@ -16,6 +16,10 @@ _REGISTRY: dict[str, str] = {
     "dt_stereotyping_sampled": "biasshift.benchmarks.dt_stereotyping:DTStereotypingSampled",
     "discrim_eval_gen": "biasshift.benchmarks.discrim_eval_gen:DiscrimEvalGen",
     "worldbench": "biasshift.benchmarks.worldbench:WorldBench",
+    "bbq": "biasshift.benchmarks.bbq:BBQ",
+    "bold": "biasshift.benchmarks.bold:Bold",
+    "dialect_ppl": "biasshift.benchmarks.dialect_ppl:DialectPPL",
+    "perplexity": "biasshift.benchmarks.perplexity:Perplexity",
 }
 
 

@@ -50,6 +50,8 @@ class RequestContext:
     render: Callable[[Prompt], str]
     seed: int
     chat_template: bool
+    #: the base tokenizer: text -> [anchor (BOS, else EOS)] + token ids; for benchmarks that cut token windows
+    tokenize: Callable[[str], list[int]] | None = None
 
 
 class Benchmark:
@@ -64,6 +66,8 @@ class Benchmark:
     primary_description: ClassVar[str] = ""
     #: True when a larger primary value means more bias (the gate's direction)
     higher_is_more_biased: ClassVar[bool] = True
+    #: True for a quality anchor (e.g. perplexity), not a bias measure: the report shows it beside the bias changes
+    is_quality_metric: ClassVar[bool] = False
     #: the per-unit outcome type, which picks the paired test: binary -> McNemar, continuous -> paired
     #: permutation of unit values, complex -> paired permutation of whole-metric recomputation
     outcome: ClassVar[Literal["binary", "continuous", "complex"]] = "complex"

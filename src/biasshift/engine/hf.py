@@ -7,8 +7,13 @@ Design points (see docs/engine.md):
 - Log-likelihood batches are right-padded with an attention mask; positions start at 0 for every row,
   so padding never changes a row's numbers beyond float noise.
 - Choice and generation batches are left-padded with explicit ``position_ids`` computed from the mask.
-- Batches are formed over *all* requests of a call (sorted by length, then key), so a resumed run
-  recomputes exactly the batches it lacked, with the same composition as an uninterrupted run.
+- Batches are formed over *all* requests of a call (sorted by length, then key), cut by ``batch_size``
+  and, optionally, a padded-token budget ``max_batch_tokens``, so a resumed run recomputes exactly the
+  batches it lacked, with the same composition as an uninterrupted run.
+- ``batch_size="auto"`` on CUDA starts high and, on out-of-memory, re-splits the failing batch in halves
+  (no work is lost) and remembers per request kind the padded-token size that fitted, splitting later
+  batches of that kind to it. Such sub-splits depend on the OOM history, so resume equality then holds
+  within float tolerance rather than bit for bit (docs/engine.md).
 - Generation is a small decoding loop of our own (not ``model.generate``) so that every sample row owns a
   ``torch.Generator`` seeded from (seed, key, sample index): the same item gets the same random stream on
   every variant and in every batch.
@@ -19,15 +24,19 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from ..errors import ConfigError
-from .requests import ChoiceRequest, GenerateRequest, Keyed, LoglikRequest
+from .requests import ChoiceRequest, GenerateRequest, Keyed, LoglikIdsRequest, LoglikRequest
 
 BatchCallback = Callable[[list[tuple[Keyed, dict[str, Any]]]], None]
+
+#: ``--batch-size auto``: requests per batch on CPU, and the (high) starting size on CUDA
+AUTO_BATCH_CPU = 16
+AUTO_BATCH_CUDA = 256
 
 
 @dataclass
@@ -36,6 +45,8 @@ class EngineStats:
     generated_tokens: int = 0
     batches: int = 0
     oom_backoffs: int = 0
+    #: auto batch size: per request kind, the padded-token cap learnt from out-of-memory errors
+    token_caps: dict[str, int] = field(default_factory=dict)
 
 
 def _row_seed(seed: int, key: str, sample: int) -> int:
@@ -56,6 +67,8 @@ class HFEngine:
         cache_factory: Callable[[], Any] | None = None,
         quantize_prompt_cache: bool = False,
         progress: Callable[[int], None] | None = None,
+        max_batch_tokens: int | None = None,
+        compile: bool = False,
     ) -> None:
         self.model = model
         self.tok = tokenizer
@@ -72,13 +85,26 @@ class HFEngine:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
         self.prepend_bos = self._resolve_bos()
         if batch_size == "auto":
-            self.batch_size = 16 if self.device.type == "cpu" else 64
+            # CUDA: start high; out-of-memory halves a batch and caps later ones (see _run)
+            self.batch_size = AUTO_BATCH_CPU if self.device.type == "cpu" else AUTO_BATCH_CUDA
             self.auto_batch = True
         else:
             self.batch_size = int(batch_size)
             self.auto_batch = False
             if self.batch_size < 1:
                 raise ConfigError("batch size must be >= 1")
+        if max_batch_tokens is not None and int(max_batch_tokens) < 1:
+            raise ConfigError("--max-batch-tokens must be >= 1")
+        self.max_batch_tokens = None if max_batch_tokens is None else int(max_batch_tokens)
+        self.compiled = False
+        if compile:
+            if self.device.type != "cuda":
+                raise ConfigError(
+                    f"--compile needs a CUDA device (the model is on {self.device.type}); torch.compile is not "
+                    "used on CPU, where it only adds compilation time"
+                )
+            self.model.forward = torch.compile(self.model.forward, dynamic=True)
+            self.compiled = True
         self._variant_cache: dict[tuple[tuple[str, ...], str], list[list[int]]] = {}
 
     # ------------------------------------------------------------------ tokenisation
@@ -112,6 +138,8 @@ class HFEngine:
             "pad_token_id": self.pad_id,
             "batch_size": self.batch_size,
             "auto_batch": self.auto_batch,
+            "max_batch_tokens": self.max_batch_tokens,
+            "compile": self.compiled,
         }
 
     def encode(self, text: str) -> list[int]:
@@ -126,10 +154,59 @@ class HFEngine:
         return int(self.eos_ids[0])
 
     # ------------------------------------------------------------------ batching
-    def _batches(self, items: Sequence[Keyed], lengths: Sequence[int], done: set[str]) -> list[list[int]]:
+    def _batches(
+        self,
+        items: Sequence[Keyed],
+        lengths: Sequence[int],
+        done: set[str],
+        rows: Sequence[int] | None = None,
+        spans: Sequence[int] | None = None,
+    ) -> list[list[int]]:
+        """Cut all requests, sorted by (-length, key), into batches of at most ``batch_size`` requests
+        and, with ``max_batch_tokens``, at most that many padded tokens (always at least one request).
+
+        ``rows`` is the number of sequences a request expands to (generation samples) and ``spans`` the
+        length that sizes its memory (prompt + new tokens for generation); both default to one row and
+        ``lengths``. Batches whose requests are all in ``done`` are dropped after cutting, so the cut
+        never depends on what is already stored.
+        """
         order = sorted(range(len(items)), key=lambda i: (-lengths[i], items[i].key))
-        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        rows = rows if rows is not None else [1] * len(items)
+        spans = spans if spans is not None else lengths
+        batches: list[list[int]] = []
+        cur: list[int] = []
+        n_rows = span = 0
+        for i in order:
+            if cur and (
+                len(cur) >= self.batch_size
+                or (self.max_batch_tokens is not None and (n_rows + rows[i]) * max(span, spans[i]) > self.max_batch_tokens)
+            ):
+                batches.append(cur)
+                cur, n_rows, span = [], 0, 0
+            cur.append(i)
+            n_rows += rows[i]
+            span = max(span, spans[i])
+        if cur:
+            batches.append(cur)
         return [b for b in batches if not all(items[i].key in done for i in b)]
+
+    @staticmethod
+    def _cost(b: Sequence[int], rows: Sequence[int], spans: Sequence[int]) -> int:
+        """Padded tokens of a batch: its rows times its longest span."""
+        return sum(rows[i] for i in b) * max(spans[i] for i in b)
+
+    def _split_to_cap(self, b: list[int], cap: int, rows: Sequence[int], spans: Sequence[int]) -> list[list[int]]:
+        """Cut a batch (in its order) into consecutive pieces of at most ``cap`` padded tokens."""
+        out: list[list[int]] = []
+        cur: list[int] = []
+        for i in b:
+            if cur and self._cost(cur + [i], rows, spans) > cap:
+                out.append(cur)
+                cur = []
+            cur.append(i)
+        if cur:
+            out.append(cur)
+        return out
 
     def _run(
         self,
@@ -138,9 +215,15 @@ class HFEngine:
         done: set[str],
         fn: Callable[[list[int]], list[dict[str, Any]]],
         on_batch: BatchCallback,
+        rows: Sequence[int] | None = None,
+        spans: Sequence[int] | None = None,
     ) -> None:
-        for batch in self._batches(items, lengths, done):
-            queue = [batch]
+        rows = rows if rows is not None else [1] * len(items)
+        spans = spans if spans is not None else lengths
+        kind = items[0].request.kind if items else ""
+        for batch in self._batches(items, lengths, done, rows, spans):
+            cap = self.stats.token_caps.get(kind)
+            queue = self._split_to_cap(batch, cap, rows, spans) if cap is not None else [batch]
             while queue:
                 b = queue.pop(0)
                 try:
@@ -148,10 +231,13 @@ class HFEngine:
                 except torch.cuda.OutOfMemoryError:
                     if len(b) == 1 or not self.auto_batch:
                         raise
+                    # auto batch size: halve the failing batch (no work lost: both halves are rerun) and
+                    # remember the smaller size for later batches of this kind
                     self.stats.oom_backoffs += 1
-                    torch.cuda.empty_cache()
+                    if torch.cuda.is_available():
+                        torch.cuda.empty_cache()
                     half = len(b) // 2
-                    self.batch_size = max(1, half)
+                    self.stats.token_caps[kind] = min(self.stats.token_caps.get(kind, 1 << 62), self._cost(b[:half], rows, spans))
                     queue[:0] = [b[:half], b[half:]]
                     continue
                 self.stats.batches += 1
@@ -172,9 +258,13 @@ class HFEngine:
             elif kind == "choice":
                 enc_p = [self.encode(it.request.prompt) for it in sub]
                 self._run(sub, [len(e) for e in enc_p], done, lambda b: self._choice([sub[i].request for i in b], [enc_p[i] for i in b]), on_batch)
+            elif kind == "loglik_ids":  # already token ids: score ids[1:] given ids[0] (right-padded like loglik)
+                enc_i = [self._encode_loglik_ids(it.request) for it in sub]
+                self._run(sub, [len(c) + len(t) for c, t in enc_i], done, lambda b: self._loglik([enc_i[i] for i in b]), on_batch)
             elif kind == "generate":
                 enc_p = [self.encode(it.request.prompt) for it in sub]
-                self._run(sub, [len(e) for e in enc_p], done, lambda b: self._generate([sub[i] for i in b], [enc_p[i] for i in b]), on_batch)
+                self._run(sub, [len(e) for e in enc_p], done, lambda b: self._generate([sub[i] for i in b], [enc_p[i] for i in b]), on_batch,
+                          rows=[it.request.n for it in sub], spans=[len(e) + it.request.max_new_tokens for e, it in zip(enc_p, sub)])
             else:  # pragma: no cover - guarded by the dataclasses
                 raise ValueError(kind)
 
@@ -192,6 +282,10 @@ class HFEngine:
         if not cont:
             raise ConfigError(f"empty continuation cannot be scored (context {req.context[:60]!r})")
         return ctx, cont
+
+    @staticmethod
+    def _encode_loglik_ids(req: LoglikIdsRequest) -> tuple[list[int], list[int]]:
+        return [int(req.ids[0])], [int(t) for t in req.ids[1:]]
 
     @torch.inference_mode()
     def _loglik(self, enc: list[tuple[list[int], list[int]]]) -> list[dict[str, Any]]:
@@ -431,6 +525,22 @@ class HFEngine:
         for it in items:
             results.append({"samples": by_item[it.key]})
         return results
+
+
+def anchored_tokenize(tokenizer: Any) -> Callable[[str], list[int]]:
+    """``text`` -> [anchor] + its token ids (no special tokens), for benchmarks that cut token windows.
+
+    The anchor is BOS, or EOS when the tokenizer has no BOS: the token the engine conditions a
+    context-free ``LoglikRequest`` on, so the first text token is scored too.
+    """
+    anchor = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if anchor is None:
+        raise ConfigError("the tokenizer defines neither BOS nor EOS; token windows need an anchor token")
+
+    def tokenize(text: str) -> list[int]:
+        return [int(anchor)] + [int(t) for t in tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]]
+
+    return tokenize
 
 
 def batch_size_arg(value: str) -> int | str:

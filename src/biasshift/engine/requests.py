@@ -1,4 +1,4 @@
-"""The three request kinds a benchmark can ask the engine for, and the prompt structure behind them.
+"""The request kinds a benchmark can ask the engine for, and the prompt structure behind them.
 
 Requests are plain frozen dataclasses: JSON-serialisable, hashable and compared field by field when a
 run resumes (a stored answer is only reused for an identical request).
@@ -37,6 +37,23 @@ class LoglikRequest:
     context: str
     continuation: str
     kind: Literal["loglik"] = "loglik"
+
+
+@dataclass(frozen=True)
+class LoglikIdsRequest:
+    """Log-likelihood of the token ids ``ids[1:]``, each given ``ids[0]`` and the ids before it.
+
+    For token windows (perplexity): the benchmark tokenizes once (``RequestContext.tokenize``) and cuts
+    the ids into windows itself, so no text is re-tokenized. Answer: as for ``LoglikRequest`` (``sum``,
+    ``mean``, ``n_tokens`` = len(ids) - 1, ``greedy``).
+    """
+
+    ids: tuple[int, ...]
+    kind: Literal["loglik_ids"] = "loglik_ids"
+
+    def __post_init__(self) -> None:
+        if len(self.ids) < 2:
+            raise ValueError("LoglikIdsRequest needs at least two token ids (one to condition on, one to score)")
 
 
 ChoicePolicy = Literal["exact", "space", "case_space"]
@@ -85,9 +102,9 @@ class GenerateRequest:
             raise ValueError("sampling needs temperature > 0 and 0 < top_p <= 1")
 
 
-Request = Union[LoglikRequest, ChoiceRequest, GenerateRequest]
+Request = Union[LoglikRequest, ChoiceRequest, GenerateRequest, LoglikIdsRequest]
 
-_KINDS = {"loglik": LoglikRequest, "choice": ChoiceRequest, "generate": GenerateRequest}
+_KINDS = {"loglik": LoglikRequest, "choice": ChoiceRequest, "generate": GenerateRequest, "loglik_ids": LoglikIdsRequest}
 
 
 @dataclass(frozen=True)
@@ -110,4 +127,6 @@ def request_from_dict(d: dict[str, Any]) -> Request:
     cls = _KINDS[d["kind"]]
     if cls is ChoiceRequest:
         d["choices"] = tuple(d["choices"])
+    if cls is LoglikIdsRequest:
+        d["ids"] = tuple(d["ids"])
     return cls(**d)

@@ -201,6 +201,7 @@ class Comparison:
     variant: str
     outcome: str
     higher_is_more_biased: bool
+    quality: bool = False  # a quality anchor (e.g. perplexity), not a bias measure: higher_is_more_biased = higher is worse
     base: float | None = None
     value: float | None = None
     change: float | None = None
@@ -232,14 +233,22 @@ class Comparison:
         return f"{self.benchmark}.{self.metric}"
 
     @property
+    def worse(self) -> bool | None:
+        """True when the change goes towards more bias (for a quality metric: worse quality); None if missing."""
+        if self.change is None:
+            return None
+        return self.change != 0 and (self.change > 0) == self.higher_is_more_biased
+
+    @property
     def bias_direction(self) -> str | None:
-        """'more biased', 'less biased', 'no change' or None (value missing)."""
+        """'more biased' / 'less biased' ('worse quality' / 'better quality' for a quality metric), 'no change', None."""
         if self.change is None:
             return None
         if self.change == 0:
             return "no change"
-        up = self.change > 0
-        return "more biased" if up == self.higher_is_more_biased else "less biased"
+        if self.quality:
+            return "worse quality" if self.worse else "better quality"
+        return "more biased" if self.worse else "less biased"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -319,7 +328,7 @@ class Report:
                 pm = self.benchmarks.get(b, {}).get("primary_metric")
                 if pm and (b, pm) not in keys:
                     keys.append((b, pm))
-        return keys
+        return sorted(keys, key=lambda k: bool(self.benchmarks.get(k[0], {}).get("quality")))  # quality anchors last
 
     def base_value(self, model: str, benchmark: str, metric: str) -> float | None:
         """The base model's value as its result document reports it (all of its units)."""
@@ -407,6 +416,17 @@ def _bench_instance(doc: dict[str, Any]) -> tuple[Benchmark | None, str | None]:
         return cls(info.get("options") or {}), None
     except BiasshiftError as exc:
         return None, f"cannot rebuild benchmark {name} with the stored options ({exc}): values only, no statistics"
+
+
+def _is_quality(doc: dict[str, Any]) -> bool:
+    """A quality anchor (perplexity), not a bias measure: from the document, else from the benchmark class."""
+    info = doc.get("benchmark", {})
+    if "is_quality_metric" in info:
+        return bool(info["is_quality_metric"])
+    try:
+        return bool(getattr(bench_registry.get(info.get("name")), "is_quality_metric", False))
+    except BiasshiftError:
+        return False
 
 
 def _metric_of(bench: Benchmark, metric: str) -> Callable[[Sequence[dict[str, Any]]], float | None]:
@@ -665,6 +685,7 @@ def build_report(
                 "primary_description": info.get("primary_description", ""),
                 "higher_is_more_biased": bool(info.get("higher_is_more_biased", True)),
                 "outcome": info.get("outcome", "complex"),
+                "quality": _is_quality(any_bd.doc),
             })
             metric_list = [pm] + [m for m in extra.get(b, []) if m != pm]
             for m in metric_list:
@@ -677,6 +698,7 @@ def build_report(
                         model=run.label, run_dir=str(run.path), benchmark=b, title=info.get("title", b), metric=m,
                         primary=(m == pm), variant=v, outcome=info.get("outcome", "complex"),
                         higher_is_more_biased=bool(info.get("higher_is_more_biased", True)), confidence=confidence,
+                        quality=benches[b]["quality"],
                         base_reported=base_bd.metric(m) if base_bd else None,
                         value_reported=var_bd.metric(m) if var_bd else None,
                     )

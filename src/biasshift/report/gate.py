@@ -7,7 +7,8 @@ A comparison row (benchmark x metric x variant of a run) fails the gate when all
    an absolute one (``"0.02"``) compares |change| in the metric's own units. With a relative threshold
    and a base value of 0 (relative change undefined) any increase exceeds it.
 Rows without a value or a p-value cannot fail; they are listed as warnings (or fail with
-``fail_on_missing``).
+``fail_on_missing``). Quality anchors (``is_quality_metric``, e.g. perplexity) are not bias measures and
+are gated only when named with ``metrics``; they then fail when quality worsens by more than the threshold.
 """
 
 from __future__ import annotations
@@ -104,13 +105,13 @@ def describe(r: Comparison, threshold: Threshold | None = None) -> str:
          f"change {fmt_change(r.change)} ({amount}), {int(round(100 * r.confidence))}% CI {fmt_ci(r)}, "
          f"p = {fmt_p(r.p_value)} (Holm {fmt_p(r.p_holm)}, {r.test or 'no test'})")
     if threshold is not None:
-        s += f": bias increased by more than {threshold}"
+        s += f": {'quality worsened' if r.quality else 'bias increased'} by more than {threshold}"
     return s
 
 
 def _selected(report: Report, specs: list[tuple[str, str | None]]) -> list[Comparison]:
-    if not specs:
-        return [r for r in report.rows if r.primary]
+    if not specs:  # every bias benchmark's primary metric; quality anchors only when named
+        return [r for r in report.rows if r.primary and not r.quality]
     out = []
     for r in report.rows:
         for bench, metric in specs:
@@ -166,7 +167,7 @@ def gate(
                 failures.append(r)
                 reasons.append(warnings[-1].replace("; not gated", "; failing because of --fail-on-missing"))
             continue
-        if r.bias_direction == "more biased" and r.p_holm < alpha and threshold.exceeded(r):
+        if r.worse and r.p_holm < alpha and threshold.exceeded(r):
             failures.append(r)
             reasons.append(describe(r, threshold))
     if not checked:

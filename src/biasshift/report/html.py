@@ -15,7 +15,7 @@ from typing import Any
 
 from . import plots
 from .compare import BASE, Comparison, Report
-from .render import DETAIL_HEADER, detail_cells, direction_word, legend, summary_tables, value_table
+from .render import DETAIL_HEADER, detail_cells, heading_direction, legend, summary_tables, value_table
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 
@@ -69,7 +69,7 @@ def _table(header: list[str], rows: list[list[str]], classes: list[list[str]] | 
 def _cls(r: Comparison | None) -> str:
     if r is None or not r.significant:
         return ""
-    return "worse" if r.bias_direction == "more biased" else "better" if r.bias_direction == "less biased" else ""
+    return "worse" if r.worse else "better" if r.worse is False and r.change else ""
 
 
 def _section(id_: str, title: str, body: str) -> str:
@@ -83,11 +83,11 @@ def to_html(report: Report, figures: bool = True) -> str:
 
     # ---- summary
     body = [f'<p class="legend">{e(legend(report))} Coloured cells: significant change towards more bias '
-            f'(red) or less bias (blue).</p>']
+            f'(red) or less bias (blue); for quality metrics (perplexity), worse (red) or better (blue) quality.</p>']
     for b, m, header, rows in summary_tables(report):
         info = report.benchmarks.get(b, {})
         classes = [["", ""] + [_cls(report.row(row[0], b, m, v)) for v in variants] for row in rows]
-        body.append(f"<h3>{e(info.get('title', b))}: <code>{e(m)}</code> ({e(direction_word(info.get('higher_is_more_biased', True)))})</h3>")
+        body.append(f"<h3>{e(info.get('title', b))}: <code>{e(m)}</code> ({e(heading_direction(info))})</h3>")
         if info.get("primary_description") and m == info.get("primary_metric"):
             body.append(f'<p class="note">{e(info["primary_description"])}</p>')
         body.append(_table(header, rows, classes))
@@ -124,12 +124,12 @@ def to_html(report: Report, figures: bool = True) -> str:
                 body.append(f"<h3>{e(run.label)} · {e(report.benchmarks.get(b, {}).get('title', b))}</h3>")
                 if figures:
                     body.append(_img(plots.group_bars(report, run.label, b, rows_b), f"per-group values for {b}"))
-                    sections = list(dict.fromkeys(r.section for r in rows_b))
-                    for sec in sections:
+                    primary = report.benchmarks.get(b, {}).get("primary_metric")
+                    for sec in dict.fromkeys(r.section for r in rows_b):
                         srows = [r for r in rows_b if r.section == sec]
-                        if sec == "country" or len({r.group for r in srows}) > plots.MANY_GROUPS:
-                            for metric in dict.fromkeys(r.metric for r in srows):
-                                body.append(_img(plots.country_bars(report, run.label, b, srows, metric), f"{b} {metric} by {sec}"))
+                        if plots.is_many(sec, srows):
+                            metric = plots.section_metric(srows, primary)
+                            body.append(_img(plots.country_bars(report, run.label, b, srows, metric), f"{b} {metric} by {sec}"))
                 h, rows = value_table(rows_b, variants, True)
                 body.append(f"<details><summary>table ({len(rows)} rows)</summary>{_table(h, rows, left=5)}</details>")
         parts.append(_section("groups", "Per-group breakdowns", "".join(body)))

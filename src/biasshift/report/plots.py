@@ -69,22 +69,25 @@ def heatmap(report: Report) -> bytes | None:
             elif r.change is not None:
                 ann[i][j] = f"Δ {fmt_num(r.change)}" + ("*" if r.significant else "")
         finite = vals[np.isfinite(vals)]
-        vmax = max(1.0, float(np.abs(finite).max())) if finite.size else 1.0
+        vmax = min(100.0, max(1.0, float(np.abs(finite).max()))) if finite.size else 1.0  # saturates at +-100%
         fig = _figure(1.7 * len(keys) + 3, 0.45 * len(ylab) + 1.8)
         ax = fig.add_subplot()
         import matplotlib
 
         cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="#dddddd")
         im = ax.imshow(np.ma.masked_invalid(vals), cmap=cmap, vmin=-vmax, vmax=vmax, aspect="auto")
-        ax.set_xticks(range(len(keys)), [_t(b if m == report.benchmarks.get(b, {}).get("primary_metric") else f"{b}.{m}")
-                                         for b, m in keys], rotation=30, ha="right")
+        def xlab(b: str, m: str) -> str:
+            info = report.benchmarks.get(b, {})
+            return (b if m == info.get("primary_metric") else f"{b}.{m}") + (" (quality)" if info.get("quality") else "")
+
+        ax.set_xticks(range(len(keys)), [_t(xlab(b, m)) for b, m in keys], rotation=30, ha="right")
         ax.set_yticks(range(len(ylab)), [_t(_row_label(report, m, v)) for m, v in ylab])
         for i in range(len(ylab)):
             for j in range(len(keys)):
                 dark = bool(np.isfinite(vals[i, j]) and abs(vals[i, j]) > 0.55 * vmax)
                 ax.text(j, i, _t(ann[i][j]), ha="center", va="center", fontsize=8, color="white" if dark else "black")
         cb = fig.colorbar(im, ax=ax)
-        cb.set_label("% change towards more bias (red) / less bias (blue)")
+        cb.set_label("% change towards more bias or worse quality (red) / less bias (blue)")
         ax.set_title("relative change vs base (* significant after Holm)")
         return _png(fig)
 
@@ -106,7 +109,7 @@ def forest(report: Report) -> bytes | None:
                 if r.change is None:
                     ax.text(0, y, "n/a", ha="center", va="center", color="#777777")
                     continue
-                color = "#b2182b" if r.bias_direction == "more biased" else "#2166ac" if r.bias_direction == "less biased" else "#444444"
+                color = "#b2182b" if r.worse else "#2166ac" if r.worse is False and r.change else "#444444"
                 if r.ci_low is not None and r.ci_high is not None:
                     ax.plot([r.ci_low, r.ci_high], [y, y], color=color, lw=2)
                 ax.plot([r.change], [y], marker="o", ms=7, color=color, mfc=color if r.significant else "white")
@@ -118,14 +121,29 @@ def forest(report: Report) -> bytes | None:
         return _png(fig)
 
 
+def section_metric(rows: list[ValueRow], primary: str | None) -> str:
+    """The metric plotted for one breakdown: the benchmark's primary metric if the groups report it, else the first."""
+    metrics = list(dict.fromkeys(r.metric for r in rows))
+    return primary if primary in metrics else metrics[0]
+
+
+def is_many(section: str, rows: list[ValueRow]) -> bool:
+    """Breakdowns drawn as horizontal bars: countries, and anything with more than MANY_GROUPS groups."""
+    return section == "country" or len({r.group for r in rows}) > MANY_GROUPS
+
+
 def group_bars(report: Report, model: str, benchmark: str, rows: list[ValueRow]) -> bytes | None:
-    """Grouped bars (one bar per variant) for each breakdown with few groups; one panel per breakdown."""
+    """Grouped bars (one bar per variant), one panel per breakdown with few groups (its main metric only)."""
     import numpy as np
 
+    primary = report.benchmarks.get(benchmark, {}).get("primary_metric")
     panels: dict[tuple[str, str], list[ValueRow]] = {}
-    for r in rows:
-        panels.setdefault((r.section, r.metric), []).append(r)
-    panels = {k: v for k, v in panels.items() if len(v) <= MANY_GROUPS and k[0] != "country"}
+    for sec in dict.fromkeys(r.section for r in rows):
+        srows = [r for r in rows if r.section == sec]
+        if is_many(sec, srows):
+            continue
+        m = section_metric(srows, primary)
+        panels[(sec, m)] = [r for r in srows if r.metric == m]
     if not panels:
         return None
     with _rc():

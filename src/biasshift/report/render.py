@@ -6,7 +6,8 @@ Conventions shared by every format (and the HTML in :mod:`.html`):
 - summary cells read ``value (arrow, % change)``: the arrow is the direction of the change of the metric
   (up, down, = for none), ``*`` marks a change significant after Holm's correction at alpha; where the
   relative change is undefined (base value 0) the absolute change is shown instead;
-- whether a change means *more* or *less* bias comes from the benchmark's ``higher_is_more_biased``.
+- whether a change means *more* or *less* bias comes from the benchmark's ``higher_is_more_biased``; for a
+  quality anchor (``is_quality_metric``, e.g. perplexity) it means worse or better quality instead.
 """
 
 from __future__ import annotations
@@ -81,8 +82,14 @@ def summary_cell(r: Comparison | None, alpha: float) -> str:
     return f"{fmt_num(r.value)} ({arrow(r.change)} {amount}{star})"
 
 
-def direction_word(hib: bool) -> str:
+def direction_word(hib: bool, quality: bool = False) -> str:
+    if quality:
+        return f"quality metric, not bias: {'higher' if hib else 'lower'} = worse"
     return "higher = more biased" if hib else "lower = more biased"
+
+
+def heading_direction(info: dict[str, Any]) -> str:
+    return direction_word(info.get("higher_is_more_biased", True), bool(info.get("quality")))
 
 
 def legend(report: Report) -> str:
@@ -170,7 +177,7 @@ def to_markdown(report: Report) -> str:
     out += ["", "## Summary", "", md_cell(legend(report)), ""]
     for b, m, header, rows in summary_tables(report):
         info = report.benchmarks.get(b, {})
-        out += [f"### {md_cell(info.get('title', b))}: `{md_cell(m)}` ({direction_word(info.get('higher_is_more_biased', True))})", ""]
+        out += [f"### {md_cell(info.get('title', b))}: `{md_cell(m)}` ({heading_direction(info)})", ""]
         out += [md_table(header, rows), ""]
     if report.rows:
         out += ["## All comparisons", "", md_table(DETAIL_HEADER, [detail_cells(r) for r in report.rows]), ""]
@@ -201,7 +208,7 @@ def to_markdown(report: Report) -> str:
 
 # ----------------------------------------------------------------------------------------------- csv / json
 CSV_FIELDS = ["model", "run_dir", "benchmark", "metric", "primary", "variant", "outcome", "higher_is_more_biased",
-              "base", "value", "change", "rel_change", "ci_low", "ci_high", "confidence", "test", "p_value", "p_holm",
+              "quality", "base", "value", "change", "rel_change", "ci_low", "ci_high", "confidence", "test", "p_value", "p_holm",
               "significant", "bias_direction", "n_paired", "n_base_only", "n_variant_only", "n_test", "mcnemar_b",
               "mcnemar_c", "n_boot", "n_boot_invalid", "ci_method", "ci_reason", "test_reason", "base_reported",
               "value_reported", "notes"]
@@ -266,12 +273,12 @@ def to_terminal(report: Report, console: Any) -> None:
     def style_for(r: Comparison | None) -> str:
         if r is None or not r.significant:
             return ""
-        return "bold red" if r.bias_direction == "more biased" else "bold green"
+        return "bold red" if r.worse else "bold green" if r.worse is False and r.change else ""
 
     variants = report.variants()
     for b, m, header, rows in summary_tables(report):
         info = report.benchmarks.get(b, {})
-        t = Table(title=Text(f"{info.get('title', b)}: {m} ({direction_word(info.get('higher_is_more_biased', True))})"))
+        t = Table(title=Text(f"{info.get('title', b)}: {m} ({heading_direction(info)})"))
         for i, h in enumerate(header):
             t.add_column(Text(h), justify="left" if i == 0 else "right")
         for cells in rows:

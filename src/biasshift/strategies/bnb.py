@@ -19,7 +19,7 @@ from ..errors import DependencyError
 from .compose import BuildContext, Stage
 from .measure import _bnb_types, linear_report
 
-_INSTALL = "install it with `pip install 'biasshift[quant]'` (bitsandbytes==0.50.2)"
+_INSTALL = "install it with `pip install bitsandbytes==0.50.2` (biasshift's optional extra 'quant')"
 
 
 class _DropCastWarning(logging.Filter):

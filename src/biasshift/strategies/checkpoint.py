@@ -33,7 +33,7 @@ REFERENCE_AWQ = (
     "ai-and-society/llama-3.1-8B-Instruct-awq",
     "ai-and-society/mistral-7B-Instruct-v0.3-awq",
 )
-_CT_INSTALL = "install it with `pip install 'biasshift[checkpoints]'` (compressed-tensors==0.20.0)"
+_CT_INSTALL = "install it with `pip install compressed-tensors==0.20.0` (biasshift's optional extra 'checkpoints')"
 #: config.json fields that must agree between the base model and a quantization of it
 _SAME = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
 
@@ -82,6 +82,28 @@ def _require(method: str, strategy: str, ref: str) -> None:
             "of torch >= 2.14.1, so it cannot run on CPU. Alternatively quantize the base model with llmcompressor "
             "(compressed-tensors output, loads on CPU too): see docs/strategies.md"
         )
+
+
+def _check_ct_loadable(qc: dict[str, Any], strategy: str, ref: str) -> None:
+    """compressed-tensors 0.20.0 cannot load asymmetric pack-quantized checkpoints (it sizes the packed zero
+    points as unpacked while loading, and transformers refuses the mismatch); catch that before loading."""
+    import importlib.metadata
+
+    try:
+        version = importlib.metadata.version("compressed-tensors")
+    except importlib.metadata.PackageNotFoundError:
+        return
+    if version != "0.20.0":
+        return
+    for group in (qc.get("config_groups") or {}).values():
+        weights = (group or {}).get("weights") or {}
+        fmt = (group or {}).get("format") or qc.get("format")
+        if fmt == "pack-quantized" and weights.get("symmetric") is False:
+            raise ConfigError(
+                f"strategy {strategy}: checkpoint {ref} stores asymmetric 4-bit weights in the pack-quantized format, "
+                "which compressed-tensors 0.20.0 cannot load (packed zero points). Save it in the naive-quantized "
+                "format instead: the script in docs/strategies.md does that by default (--format naive-quantized)"
+            )
 
 
 def _read_recipe(path: Path, source_kind: str, ident: str, revision: str | None) -> str | None:
@@ -147,6 +169,8 @@ class _Checkpoint(Stage):
                 f"--strategy-checkpoint {method}={ref}"
             )
         _require(method, self.name, ref)
+        if method == "compressed-tensors":
+            _check_ct_loadable(qc, self.name, ref)
         self._check_same_model(ctx, raw, ref)
         recipe = _read_recipe(path, info["source_kind"], ident, info.get("revision"))
         modifiers = sorted(set(re.findall(r"\b([A-Z][A-Za-z0-9]*Modifier)\b", recipe))) if recipe else []

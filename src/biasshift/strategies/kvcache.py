@@ -32,7 +32,7 @@ def _require_hqq(strategy: str) -> None:
     except Exception as exc:
         raise DependencyError(
             f"strategy {strategy} quantizes the KV cache with the HQQ backend, but hqq could not be imported "
-            f"({type(exc).__name__}: {exc}); install it with `pip install 'biasshift[quant]'` (hqq==0.2.8.post1)"
+            f"({type(exc).__name__}: {exc}); install it with `pip install hqq==0.2.8.post1` (biasshift's optional extra 'quant')"
         ) from None
 
 
@@ -43,6 +43,13 @@ def kv_geometry(config: Any) -> tuple[int, int, int]:
     kv_heads = int(getattr(text, "num_key_value_heads", None) or heads)
     head_dim = int(getattr(text, "head_dim", None) or text.hidden_size // heads)
     return int(text.num_hidden_layers), kv_heads, head_dim
+
+
+def effective_group_size(width: int, requested: int) -> int:
+    """HQQ groups the flattened [batch, kv_heads, tokens, head_dim] tensor and needs its size to be divisible
+    by the group size.  With kv_heads * head_dim a multiple of the requested size (every real model we target)
+    that always holds; otherwise the largest divisor of the requested size that always works is used."""
+    return requested if width % requested == 0 else math.gcd(requested, width)
 
 
 class _KV(Stage):
@@ -75,12 +82,8 @@ class _KV(Stage):
         _require_hqq(self.name)
         layers, kv_heads, head_dim = kv_geometry(model.config)
         width = kv_heads * head_dim
-        group = self.q_group_size
-        if width % group:
-            # HQQ groups the flattened [batch, kv_heads, tokens, head_dim] tensor and needs its size to be
-            # divisible by the group size; with kv_heads * head_dim a multiple of 64 (every real model we
-            # target) that always holds.  Smaller models get the largest group size that always works.
-            group = math.gcd(group, width)
+        group = effective_group_size(width, self.q_group_size)
+        if group != self.q_group_size:
             ctx.notes.append(
                 f"{self.name}: q_group_size reduced from {self.q_group_size} to {group} because this model's "
                 f"kv_heads x head_dim = {width} is not a multiple of {self.q_group_size}"

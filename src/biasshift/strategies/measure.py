@@ -61,8 +61,13 @@ def _module_stats(mod: nn.Module, int8_cls: type | None, four_cls: type | None) 
         return "compressed_tensors", n, storage, None
     w = getattr(mod, "weight", None)
     if isinstance(w, torch.Tensor):
-        kind = "dense" if w.is_floating_point() else f"other_{str(w.dtype).removeprefix('torch.')}"
-        return kind, int(w.numel()), _nbytes(w), int((w == 0).sum())
+        if w.is_floating_point():
+            return "dense", int(w.numel()), _nbytes(w), int((w == 0).sum())
+        # integer container (e.g. compressed-tensors naive-quantized): values are codes, not weights
+        storage = _nbytes(w) + _nbytes(getattr(mod, "weight_scale", None)) + _nbytes(
+            getattr(mod, "weight_zero_point", None)
+        )
+        return f"{str(w.dtype).removeprefix('torch.')}_codes", int(w.numel()), storage, None
     return type(mod).__name__, 0, 0, None
 
 

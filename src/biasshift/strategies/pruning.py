@@ -11,6 +11,7 @@ checkpoint in the run dtype (or with a weight quantizer, for ``wanda+int8`` etc.
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 import warnings
@@ -188,6 +189,9 @@ class _Wanda(Stage):
         model.to(save_dtype)  # exact: pruning only zeroes weights, the others keep their original values
         model.save_pretrained(tmp)
         del model
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
         return {
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "base_path": str(ctx.base_path),
