@@ -193,20 +193,25 @@ def load_tokenizer(path: Path, spec: ModelSpec):
         raise ModelLoadError(f"could not load the tokenizer from {path}: {type(exc).__name__}: {exc}") from None
 
 
-def load_model(spec: ModelSpec, **kwargs: Any) -> LoadedModel:
-    """Load the base model in the run's single dtype on the run's device.
+def load_weights(path: Path, spec: ModelSpec, **kwargs: Any) -> Any:
+    """Load the causal LM stored in ``path`` in the run's single dtype on the run's device.
 
-    ``kwargs`` go to ``from_pretrained`` (strategies use this for ``quantization_config``).
+    ``dtype`` is the run dtype for every module that is not quantized; quantized loads (a
+    ``quantization_config`` argument, or one stored in the checkpoint's config.json) get ``device_map``.
+    ``kwargs`` go to ``from_pretrained``. Used for the base model, cached pruned checkpoints and
+    pre-quantized checkpoints alike.
     """
     from transformers import AutoModelForCausalLM
 
     device = resolve_device(spec.device)
-    dtype = resolve_dtype(spec.dtype, device)
-    path, info = materialise(spec)
-    tok = load_tokenizer(path, spec)
-    load_kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": spec.trust_remote_code}
+    load_kwargs: dict[str, Any] = {"dtype": resolve_dtype(spec.dtype, device), "trust_remote_code": spec.trust_remote_code}
     load_kwargs.update(kwargs)
-    if "device_map" not in load_kwargs and "quantization_config" in load_kwargs:
+    prequantized = False
+    try:
+        prequantized = "quantization_config" in json.loads((Path(path) / "config.json").read_text())
+    except (OSError, ValueError):
+        pass
+    if "device_map" not in load_kwargs and ("quantization_config" in load_kwargs or prequantized):
         load_kwargs["device_map"] = str(device)
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **load_kwargs)
@@ -215,6 +220,19 @@ def load_model(spec: ModelSpec, **kwargs: Any) -> LoadedModel:
     if "device_map" not in load_kwargs:
         model.to(device)
     model.eval()
+    return model
+
+
+def load_model(spec: ModelSpec, **kwargs: Any) -> LoadedModel:
+    """Load the base model in the run's single dtype on the run's device.
+
+    ``kwargs`` go to ``from_pretrained`` (strategies use this for ``quantization_config``).
+    """
+    device = resolve_device(spec.device)
+    dtype = resolve_dtype(spec.dtype, device)
+    path, info = materialise(spec)
+    tok = load_tokenizer(path, spec)
+    model = load_weights(path, spec, **kwargs)
     info.update(
         {
             "path": str(path),

@@ -15,10 +15,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
-from ..errors import ModelLoadError
 from ..models import LoadedModel, ModelSpec, load_model
 
 
@@ -86,38 +84,6 @@ def footprint_bytes(model: Any) -> int:
         return int(model.get_memory_footprint())
     except Exception:
         return sum(p.numel() * p.element_size() for p in model.parameters())
-
-
-def load_weights(path: Path, spec: ModelSpec, **kwargs: Any) -> Any:
-    """Load the causal LM stored in ``path`` in the run's single dtype on the run's device.
-
-    Same rules as :func:`biasshift.models.load_model` (which loads the base model): ``dtype`` is the
-    run dtype for every module that is not quantized, and quantized loads get ``device_map``.  Used
-    for cached pruned checkpoints and pre-quantized checkpoints.
-    """
-    from transformers import AutoModelForCausalLM
-
-    from ..models import resolve_device, resolve_dtype
-
-    device = resolve_device(spec.device)
-    dtype = resolve_dtype(spec.dtype, device)
-    load_kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": spec.trust_remote_code}
-    load_kwargs.update(kwargs)
-    prequantized = False
-    try:
-        prequantized = "quantization_config" in json.loads((Path(path) / "config.json").read_text())
-    except (OSError, ValueError):
-        pass
-    if "device_map" not in load_kwargs and ("quantization_config" in load_kwargs or prequantized):
-        load_kwargs["device_map"] = str(device)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(path, **load_kwargs)
-    except Exception as exc:
-        raise ModelLoadError(f"could not load model weights from {path}: {type(exc).__name__}: {exc}") from None
-    if "device_map" not in load_kwargs:
-        model.to(device)
-    model.eval()
-    return model
 
 
 class Base(Strategy):

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from ..models import ModelSpec, dtype_name, load_tokenizer, materialise, resolve_device, resolve_dtype
-from .base import Strategy, StrategySettings, Variant, footprint_bytes, load_weights
+from ..models import load_weights
+from .base import Strategy, StrategySettings, Variant, footprint_bytes
 
 STAGE_ORDER = ("prune", "checkpoint", "weights", "kv")
 
