@@ -7,6 +7,7 @@ SMOLLM2  := .cache/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 DEMO_OUT ?= runs/demo
 DEMO_ARGS ?=
 GEN_LIMIT ?= 24
+DEMO_STRATEGIES ?= base,kv8
 
 .PHONY: install demo test smollm2 clean
 
@@ -15,7 +16,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -U pip
 	# torch first: the pinned CPU wheel; installing it through the package list could pull a CUDA build
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[test,quant,checkpoints]"
+	$(BIN)/python -m pip install -q -e ".[test,quant,checkpoints,ray]"
 	touch $@
 
 install: $(BIN)/.installed
@@ -30,12 +31,14 @@ $(SMOLLM2):
 
 smollm2: install $(SMOLLM2)
 
-# scoring benchmarks on every item; generation benchmarks on GEN_LIMIT items each (CPU-friendly)
+# base vs kv8 (KV cache 8-bit; cheap on CPU): scoring benchmarks on every item, generation benchmarks on GEN_LIMIT items each (CPU-friendly),
+# then the comparison report (runs/demo/report/report.html)
 demo: smollm2
-	$(BIN)/biasshift run --model $(SMOLLM2) --benchmarks crows_pairs,discrim_eval,global_opinion_qa \
+	$(BIN)/biasshift run --model $(SMOLLM2) --strategies $(DEMO_STRATEGIES) --benchmarks crows_pairs,discrim_eval,global_opinion_qa \
 		--data-dir $(DATA_DIR) --skip-unavailable --out $(DEMO_OUT) $(DEMO_ARGS)
-	$(BIN)/biasshift run --model $(SMOLLM2) --benchmarks dt_stereotyping,dt_stereotyping_sampled,discrim_eval_gen,worldbench \
+	$(BIN)/biasshift run --model $(SMOLLM2) --strategies $(DEMO_STRATEGIES) --benchmarks dt_stereotyping,dt_stereotyping_sampled,discrim_eval_gen,worldbench \
 		--limit $(GEN_LIMIT) --data-dir $(DATA_DIR) --skip-unavailable --out $(DEMO_OUT) $(DEMO_ARGS)
+	$(BIN)/biasshift report $(DEMO_OUT) --format terminal,html,md,csv,json
 
 test: smollm2
 	BIASSHIFT_SMOLLM2_GGUF=$(CURDIR)/$(SMOLLM2) $(BIN)/python -m pytest -q
