@@ -173,21 +173,7 @@ class HFEngine:
         order = sorted(range(len(items)), key=lambda i: (-lengths[i], items[i].key))
         rows = rows if rows is not None else [1] * len(items)
         spans = spans if spans is not None else lengths
-        batches: list[list[int]] = []
-        cur: list[int] = []
-        n_rows = span = 0
-        for i in order:
-            if cur and (
-                len(cur) >= self.batch_size
-                or (self.max_batch_tokens is not None and (n_rows + rows[i]) * max(span, spans[i]) > self.max_batch_tokens)
-            ):
-                batches.append(cur)
-                cur, n_rows, span = [], 0, 0
-            cur.append(i)
-            n_rows += rows[i]
-            span = max(span, spans[i])
-        if cur:
-            batches.append(cur)
+        batches = self._cut(order, rows, spans, self.batch_size, self.max_batch_tokens)
         return [b for b in batches if not all(items[i].key in done for i in b)]
 
     @staticmethod
@@ -195,15 +181,24 @@ class HFEngine:
         """Padded tokens of a batch: its rows times its longest span."""
         return sum(rows[i] for i in b) * max(spans[i] for i in b)
 
-    def _split_to_cap(self, b: list[int], cap: int, rows: Sequence[int], spans: Sequence[int]) -> list[list[int]]:
-        """Cut a batch (in its order) into consecutive pieces of at most ``cap`` padded tokens."""
+    @staticmethod
+    def _cut(order: Sequence[int], rows: Sequence[int], spans: Sequence[int], max_count: int | None,
+             max_tokens: int | None) -> list[list[int]]:
+        """Cut ``order`` into consecutive pieces of at most ``max_count`` requests and at most
+        ``max_tokens`` padded tokens (see ``_cost``); a piece always holds at least one request."""
         out: list[list[int]] = []
         cur: list[int] = []
-        for i in b:
-            if cur and self._cost(cur + [i], rows, spans) > cap:
+        n_rows = span = 0
+        for i in order:
+            if cur and (
+                (max_count is not None and len(cur) >= max_count)
+                or (max_tokens is not None and (n_rows + rows[i]) * max(span, spans[i]) > max_tokens)
+            ):
                 out.append(cur)
-                cur = []
+                cur, n_rows, span = [], 0, 0
             cur.append(i)
+            n_rows += rows[i]
+            span = max(span, spans[i])
         if cur:
             out.append(cur)
         return out
@@ -223,7 +218,7 @@ class HFEngine:
         kind = items[0].request.kind if items else ""
         for batch in self._batches(items, lengths, done, rows, spans):
             cap = self.stats.token_caps.get(kind)
-            queue = self._split_to_cap(batch, cap, rows, spans) if cap is not None else [batch]
+            queue = self._cut(batch, rows, spans, None, cap) if cap is not None else [batch]
             while queue:
                 b = queue.pop(0)
                 try:
