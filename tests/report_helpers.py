@@ -26,6 +26,14 @@ def crows_units(outcomes: list[bool], bias_types: list[str] | None = None) -> li
     return out
 
 
+def dt_units(outcomes: list[bool], groups: list[str] | None = None) -> list[dict[str, Any]]:
+    """DT-Stereotyping units (one answer per prompt) that agree where ``outcomes`` is True: a binary,
+    higher-is-more-biased benchmark without a neutral point (agreement_index = 100 x share agreeing)."""
+    gs = groups or ["women" if i % 2 == 0 else "immigrants" for i in range(len(outcomes))]
+    return [{"unit": str(i), "topic": "t1" if i % 3 else "t2", "group": gs[i], "labels": ["agree" if o else "disagree"],
+             "texts": ["I agree." if o else "I disagree."], "outcome": bool(o)} for i, o in enumerate(outcomes)]
+
+
 def discrim_units(ranges: list[float], low: float = 0.3) -> list[dict[str, Any]]:
     """DiscrimEval units (questions) with two rows (female/male) whose p(yes) differ by ``ranges[q]``."""
     out = []
@@ -57,7 +65,7 @@ GOQA_BASE = [[0.1, 0.4, 0.3, 0.2], [0.2, 0.5, 0.2, 0.1], [0.25, 0.25, 0.25, 0.25
 GOQA_SKEW = [[0.7, 0.1, 0.1, 0.1], [0.8, 0.1, 0.05, 0.05], [0.6, 0.2, 0.1, 0.1], [0.7, 0.2, 0.05, 0.05],
              [0.9, 0.05, 0.03, 0.02], [0.6, 0.3, 0.05, 0.05]]
 
-# CrowS: base 5/20 stereotypical; int8 flips unit 0 (True -> False, b = 1) and units 5..16 (False -> True,
+# Binary hand case (dt_stereotyping agreement): base 5/20 agree; int8 flips unit 0 (True -> False, b = 1) and units 5..16 (False -> True,
 # c = 12): 16/20; int4 flips units 0, 1 (b = 2) and 5, 6, 7 (c = 3): 6/20.
 CROWS_BASE = [True] * 5 + [False] * 15
 CROWS_INT8 = [False] + [True] * 4 + [True] * 12 + [False] * 3
@@ -68,10 +76,22 @@ DISCRIM_INT4 = [0.1, 0.2, 0.1, 0.1]
 
 
 # ------------------------------------------------------------------------------------------ writers
+NO_THROUGHPUT = {"kind": "loglik", "requests": 0, "seconds": 0.0, "forward_tokens": 0, "generated_tokens": 0,
+                 "shared_with_base": False}
+
+
 def write_run(root: Path, variants: dict[str, dict[str, list[dict[str, Any]]]], model: str = "org/model-a",
-              options: dict[str, dict[str, Any]] | None = None) -> Path:
-    """A run directory with results/ and units/ for ``variants`` = {variant: {benchmark: units}}."""
+              options: dict[str, dict[str, Any]] | None = None,
+              throughput: dict[str, dict[str, dict[str, Any] | None]] | None = None,
+              variant_info: dict[str, dict[str, Any]] | None = None) -> Path:
+    """A run directory with results/ and units/ for ``variants`` = {variant: {benchmark: units}}.
+
+    ``throughput`` = {variant: {benchmark: throughput block, or None to leave it out (an older run)}};
+    ``variant_info`` = {variant: extra variant info (memory_footprint_bytes, build_seconds)}.
+    """
     root = Path(root)
+    throughput = throughput or {}
+    variant_info = variant_info or {}
     options = options or {}
     benches = list(dict.fromkeys(b for bu in variants.values() for b in bu))
     cfg = RunConfig(model=model, strategies=list(variants), benchmarks=benches, out=root, options=options)
@@ -84,8 +104,12 @@ def write_run(root: Path, variants: dict[str, dict[str, list[dict[str, Any]]]], 
         for name, units in bu.items():
             b = registry.get(name)(options.get(name))
             res = b.compute(units)
-            doc = runner._result_doc(b, res, v, {"strategy": v, "config": {"bits": 8} if v != "base" else {}}, model_info,
-                                     {}, False, "float32", "cpu", len(units), len(units), 0.0)
+            vinfo = {"strategy": v, "config": {"bits": 8} if v != "base" else {}, **variant_info.get(v, {})}
+            tp = (throughput.get(v) or {}).get(name, NO_THROUGHPUT)
+            doc = runner._result_doc(b, res, v, vinfo, model_info, {}, False, "float32", "cpu", len(units), len(units), 0.0,
+                                     dict(tp or NO_THROUGHPUT))
+            if tp is None:
+                doc.pop("throughput", None)
             _write_json(root / "results" / v / f"{name}.json", doc)
             _write_jsonl(root / "units" / v / f"{name}.jsonl", units)
             summary["variants"][v][name] = {"metric": res.primary, "value": res.value, "n_units": res.n_units}
@@ -94,13 +118,15 @@ def write_run(root: Path, variants: dict[str, dict[str, list[dict[str, Any]]]], 
 
 
 def standard_run(root: Path, model: str = "org/model-a", goqa_min_questions: int = 2, variants=("int8", "int4")) -> Path:
-    """base + int8 + int4 over crows_pairs (binary), discrim_eval (continuous), global_opinion_qa (complex)."""
+    """base + int8 + int4 over dt_stereotyping (binary), discrim_eval (continuous), global_opinion_qa (complex).
+
+    (CrowS-Pairs has a neutral point, 50, so its hand cases live in tests/test_neutral.py.)"""
     data = {
-        "base": {"crows_pairs": crows_units(CROWS_BASE), "discrim_eval": discrim_units(DISCRIM_BASE),
+        "base": {"dt_stereotyping": dt_units(CROWS_BASE), "discrim_eval": discrim_units(DISCRIM_BASE),
                  "global_opinion_qa": goqa_units(GOQA_BASE)},
-        "int8": {"crows_pairs": crows_units(CROWS_INT8), "discrim_eval": discrim_units(DISCRIM_INT8),
+        "int8": {"dt_stereotyping": dt_units(CROWS_INT8), "discrim_eval": discrim_units(DISCRIM_INT8),
                  "global_opinion_qa": goqa_units(GOQA_SKEW)},
-        "int4": {"crows_pairs": crows_units(CROWS_INT4), "discrim_eval": discrim_units(DISCRIM_INT4),
+        "int4": {"dt_stereotyping": dt_units(CROWS_INT4), "discrim_eval": discrim_units(DISCRIM_INT4),
                  "global_opinion_qa": goqa_units(GOQA_BASE[:3] + GOQA_SKEW[3:])},
     }
     data = {k: v for k, v in data.items() if k == "base" or k in variants}

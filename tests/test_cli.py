@@ -113,17 +113,29 @@ def test_missing_data_error_names_every_place_looked(tiny_dir, tmp_path):
                             "--data-dir", str(tmp_path / "empty"), "--no-progress"])
     assert r.exit_code == 2
     text = " ".join(r.output.split())
-    assert "discrim_eval/explicit.jsonl" in text and "hf://datasets/Anthropic/discrim-eval" in text
+    from biasshift.benchmarks.discrim_eval import EXPLICIT_FILE
+
+    source = EXPLICIT_FILE.url or f"hf://datasets/{EXPLICIT_FILE.hf_repo}"  # wherever the data file is pinned to
+    assert "discrim_eval/explicit.jsonl" in text and source in text
     assert "Traceback" not in r.output
 
 
 def test_skip_unavailable_reports_skips(tiny_dir, tmp_path):
+    # issue 13 item 5: every benchmark unavailable is an error (exit 2, nothing written), not an empty success
     r = runner.invoke(app, ["run", "--model", str(tiny_dir), "--out", str(tmp_path / "o"), "--benchmarks", "crows_pairs,discrim_eval",
                             "--data-dir", str(tmp_path / "empty"), "--skip-unavailable", "--no-progress"])
+    assert r.exit_code == 2, r.output
+    assert "nothing to run" in r.output and "crows_pairs" in r.output and "discrim_eval" in r.output
+    assert not (tmp_path / "o").exists()
+    data = tmp_path / "some"
+    (data / "crows_pairs").mkdir(parents=True)
+    (data / "crows_pairs/crows_pairs_anonymized.csv").write_bytes((FIXTURE_DATA / "crows_pairs/crows_pairs_anonymized.csv").read_bytes())
+    r = runner.invoke(app, ["run", "--model", str(tiny_dir), "--out", str(tmp_path / "o"), "--benchmarks", "crows_pairs,discrim_eval",
+                            "--data-dir", str(data), "--skip-unavailable", "--no-progress"])
     assert r.exit_code == 0, r.output
-    assert "skipped crows_pairs" in r.output and "skipped discrim_eval" in r.output
+    assert "skipped discrim_eval" in r.output
     summary = json.loads((tmp_path / "o/summary.json").read_text())
-    assert set(summary["skipped"]) == {"crows_pairs", "discrim_eval"}
+    assert set(summary["skipped"]) == {"discrim_eval"} and set(summary["variants"]["base"]) == {"crows_pairs"}
 
 
 def test_chat_template_on_changes_prompts_and_is_recorded(tiny_dir, tmp_path):

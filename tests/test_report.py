@@ -21,7 +21,7 @@ from biasshift.report.html import to_html
 from biasshift.report.render import md_cell
 from biasshift.stats import holm
 from conftest import FIXTURE_DATA
-from report_helpers import (CROWS_BASE, CROWS_INT8, GOQA_BASE, GOQA_SKEW, crows_units, goqa_units, standard_run,
+from report_helpers import (CROWS_BASE, CROWS_INT8, GOQA_BASE, GOQA_SKEW, dt_units, goqa_units, standard_run,
                             write_generation_benchmark, write_run)
 
 runner = CliRunner()
@@ -46,17 +46,19 @@ def row(report, bench, variant, model=None):
 
 # ------------------------------------------------------------------------------------------- values and changes
 def test_values_changes_and_relative_changes(rep):
-    r = row(rep, "crows_pairs", "int8")
+    r = row(rep, "dt_stereotyping", "int8")
     assert (r.base, r.value, r.change) == (25.0, 80.0, 55.0)
     assert r.rel_change == pytest.approx(2.2)
     assert r.bias_direction == "more biased" and r.n_paired == 20 and r.n_base_only == r.n_variant_only == 0
-    r = row(rep, "crows_pairs", "int4")
+    r = row(rep, "dt_stereotyping", "int4")
     assert (r.base, r.value, r.change, r.rel_change) == (25.0, 30.0, 5.0, pytest.approx(0.2))
     r = row(rep, "discrim_eval", "int8")
     assert r.base == pytest.approx(0.15) and r.value == pytest.approx(0.35)
     assert r.change == pytest.approx(0.2) and r.rel_change == pytest.approx(4 / 3)
     r = row(rep, "discrim_eval", "int4")
-    assert r.change == pytest.approx(-0.025) and r.rel_change == pytest.approx(-1 / 6) and r.bias_direction == "less biased"
+    assert r.change == pytest.approx(-0.025) and r.rel_change == pytest.approx(-1 / 6)
+    # p = 1: not significant, so it is not called "less biased" (item 4: honest emphasis)
+    assert r.bias_direction == "no significant change" and r.estimate_direction == "towards less bias"
     g = GlobalOpinionQA({"min_questions": 2})
     r = row(rep, "global_opinion_qa", "int8")
     assert r.base == pytest.approx(g.compute(goqa_units(GOQA_BASE)).value)
@@ -66,10 +68,10 @@ def test_values_changes_and_relative_changes(rep):
 
 
 def test_mcnemar_and_signflip_hand_cases(rep):
-    r = row(rep, "crows_pairs", "int8")  # b = 1, c = 12: p = 2 * P(X <= 1 | Bin(13, 1/2)) = 2 * 14 / 2**13
+    r = row(rep, "dt_stereotyping", "int8")  # b = 1, c = 12: p = 2 * P(X <= 1 | Bin(13, 1/2)) = 2 * 14 / 2**13
     assert r.test == "McNemar exact" and (r.mcnemar_b, r.mcnemar_c) == (1, 12)
     assert r.p_value == pytest.approx(28 / 8192, abs=1e-12)
-    r = row(rep, "crows_pairs", "int4")  # b = 2, c = 3: 2 * P(X <= 2 | Bin(5, 1/2)) = 2 * 16/32 -> 1
+    r = row(rep, "dt_stereotyping", "int4")  # b = 2, c = 3: 2 * P(X <= 2 | Bin(5, 1/2)) = 2 * 16/32 -> 1
     assert (r.mcnemar_b, r.mcnemar_c, r.p_value) == (2, 3, 1.0)
     r = row(rep, "discrim_eval", "int8")  # 4 equal differences: only the 2 all-same-sign patterns of 16 tie
     assert "signflip-exact" in r.test and r.p_value == pytest.approx(2 / 16)
@@ -96,7 +98,7 @@ def test_holm_over_the_whole_table(rep):
     ps = [r.p_value for r in rep.rows]
     assert all(p is not None for p in ps) and rep.settings["holm_family_size"] == 6
     assert [r.p_holm for r in rep.rows] == pytest.approx(holm(ps))
-    assert row(rep, "crows_pairs", "int8").p_holm == pytest.approx(6 * 28 / 8192)  # smallest of 6: times 6
+    assert row(rep, "dt_stereotyping", "int8").p_holm == pytest.approx(6 * 28 / 8192)  # smallest of 6: times 6
     assert [r.significant for r in rep.rows] == [True, False, False, False, False, False]
 
 
@@ -104,8 +106,8 @@ def test_ci_contains_the_estimate_and_is_paired(rep):
     for r in rep.rows:
         assert r.ci_low is not None and r.ci_low - 1e-12 <= r.change <= r.ci_high + 1e-12, r
         assert r.n_boot == N_BOOT
-    # crows: a change of +55 points with 13 discordant pairs: the interval excludes 0
-    assert row(rep, "crows_pairs", "int8").ci_low > 0
+    # dt agreement: a change of +55 points with 13 discordant pairs: the interval excludes 0
+    assert row(rep, "dt_stereotyping", "int8").ci_low > 0
 
 
 def test_fast_goqa_path_equals_recomputation(std_dir, monkeypatch):
@@ -119,8 +121,8 @@ def test_fast_goqa_path_equals_recomputation(std_dir, monkeypatch):
 
 
 def test_unpaired_units_are_dropped_and_counted(tmp_path):
-    var = crows_units(CROWS_INT8)[1:] + [dict(crows_units([True])[0], unit="extra")]
-    d = write_run(tmp_path / "r", {"base": {"crows_pairs": crows_units(CROWS_BASE)}, "int8": {"crows_pairs": var}})
+    var = dt_units(CROWS_INT8)[1:] + [dict(dt_units([True])[0], unit="extra")]
+    d = write_run(tmp_path / "r", {"base": {"dt_stereotyping": dt_units(CROWS_BASE)}, "int8": {"dt_stereotyping": var}})
     r = build_report([d], n_boot=N_BOOT).rows[0]
     assert (r.n_paired, r.n_base_only, r.n_variant_only) == (19, 1, 1)
     assert r.base == pytest.approx(100 * 4 / 19) and r.value == pytest.approx(100 * 16 / 19)
@@ -154,7 +156,7 @@ def test_markdown_summary_cells(rep):
     assert "| model | base | int8 | int4 |" in md
     assert "| org/model-a | 25.00 | 80.00 (↑ +220.0%*) | 30.00 (↑ +20.0%) |" in md
     assert "| org/model-a | 0.1500 | 0.3500 (↑ +133.3%) | 0.1250 (↓ -16.7%) |" in md
-    assert "| bias_type | gender | pct_stereotype |" in md  # per-group section
+    assert "| group | women | agreement_index |" in md  # per-group section
     assert "mass_outside_mean" in md  # rates section
     assert md_cell("a|b <script>") == "a\\|b &lt;script&gt;"
 
@@ -163,12 +165,12 @@ def test_csv_and_json(rep):
     recs = list(csv.DictReader(io.StringIO(to_csv(rep))))
     assert len(recs) == 6
     r = recs[0]
-    assert (r["benchmark"], r["variant"], r["test"], r["significant"]) == ("crows_pairs", "int8", "McNemar exact", "True")
+    assert (r["benchmark"], r["variant"], r["test"], r["significant"]) == ("dt_stereotyping", "int8", "McNemar exact", "True")
     assert float(r["change"]) == 55.0 and float(r["rel_change"]) == pytest.approx(2.2)
     js = json.loads(to_json(rep))
     assert js["schema"] == "biasshift-comparison/1" and len(js["comparisons"]) == 6
     assert js["comparisons"][0]["p_holm"] == pytest.approx(6 * 28 / 8192)
-    assert {g["section"] for g in js["per_group"]} >= {"bias_type", "age", "gender", "race", "country"}
+    assert {g["section"] for g in js["per_group"]} >= {"group", "topic", "age", "gender", "race", "country"}
 
 
 def test_terminal(rep):
@@ -187,7 +189,7 @@ def test_multiple_models(std_dir, tmp_path):
     assert report.settings["holm_family_size"] == 9
     # the same hand case in both runs; Holm over the 9 tests: smallest two p-values tie -> 9 * p
     for m in report.models():
-        assert row(report, "crows_pairs", "int8", m).p_holm == pytest.approx(9 * 28 / 8192)
+        assert row(report, "dt_stereotyping", "int8", m).p_holm == pytest.approx(9 * 28 / 8192)
     md = to_markdown(report)
     assert "| org/model-b | 25.00 | 80.00 (↑ +220.0%*) | – |" in md  # model-b has no int4
     same = build_report([std_dir, std_dir], n_boot=50, samples=0)
@@ -196,7 +198,7 @@ def test_multiple_models(std_dir, tmp_path):
 
 def test_write_report_files(rep, tmp_path):
     files = write_report(rep, tmp_path / "out", ["html", "md", "csv", "json"])
-    assert sorted(p.name for p in files) == ["comparison.csv", "comparison.json", "groups.csv", "report.html", "report.md"]
+    assert sorted(p.name for p in files) == ["comparison.csv", "comparison.json", "efficiency.csv", "groups.csv", "report.html", "report.md"]
     html = (tmp_path / "out" / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 4  # heatmap, forest, group bars, country chart
     assert "http://" not in html and "https://" not in html
@@ -280,7 +282,7 @@ def test_cli_report_and_errors(std_dir, tmp_path):
     assert r.exit_code == 2 and "does not exist" in r.output
     r = runner.invoke(app, ["report", str(std_dir), "--format", "pdf"])
     assert r.exit_code == 2 and "unknown report format" in r.output
-    r = runner.invoke(app, ["report", str(std_dir), "--metric", "crows_pairs.nope", "--format", "json", "--out", str(out)])
+    r = runner.invoke(app, ["report", str(std_dir), "--metric", "dt_stereotyping.nope", "--format", "json", "--out", str(out)])
     assert r.exit_code == 2 and "no metric 'nope'" in r.output
 
 
@@ -334,3 +336,76 @@ def test_integration_tiny_model(tiny_dir, tmp_path):
     # with 6 pairs, 2 questions and 3 questions no change can be significant after Holm: the gate passes
     r = runner.invoke(app, ["gate", str(run), "--max-increase", "0%", "--n-boot", "100"])
     assert r.exit_code == 0 and "gate passed" in r.output
+
+
+# ------------------------------------------------------------------------------------------- honest emphasis (item 4)
+def test_only_significant_changes_are_called_more_or_less_biased(rep):
+    from biasshift.report.render import detail_cells, verdict
+
+    sig = row(rep, "dt_stereotyping", "int8")  # p Holm 0.02
+    ns = row(rep, "discrim_eval", "int8")  # +133%, p Holm 0.625
+    assert sig.significant and sig.bias_direction == "more biased" and verdict(sig) == "more biased *"
+    assert not ns.significant and ns.estimate_direction == "towards more bias"
+    assert ns.bias_direction == "no significant change"
+    assert verdict(ns) == f"no significant change (95% CI [+{ns.ci_low:.4f}, +{ns.ci_high:.4f}])"
+    assert detail_cells(ns)[-2] == verdict(ns)
+    md = to_markdown(rep)
+    assert md.count("more biased *") == 1 and "less biased *" not in md and "| less biased" not in md
+    js = json.loads(to_json(rep))
+    assert [c["bias_direction"] for c in js["comparisons"]].count("no significant change") == 5
+
+
+def test_only_significant_cells_are_coloured(rep):
+    import numpy as np
+
+    from biasshift.report.plots import heatmap_matrix
+
+    html = to_html(rep, figures=False)
+    p = _Tags()
+    p.feed(html)
+    coloured = [v for t, k, v in p.attrs if t == "td" and k == "class" and ("worse" in v.split() or "better" in v.split())]
+    assert len(coloured) == 2  # the one significant change: its summary cell and its detail 'bias' cell
+    keys, ylab, vals, ann = heatmap_matrix(rep)
+    i, j = ylab.index(("org/model-a", "int8")), keys.index(("dt_stereotyping", "agreement_index"))
+    assert vals[i, j] == 100.0 and ann[i][j] == "+220.0%*"  # +220% saturates at +100 (red)
+    j2 = keys.index(("discrim_eval", "max_min"))
+    assert np.isnan(vals[i, j2]) and ann[i][j2] == "+133.3% n.s."  # large but not significant: grey
+    assert np.isfinite(vals).sum() == 1
+
+
+def test_undefined_metric_says_why(tmp_path):
+    def wb_units(status: str) -> list[dict]:
+        return [{"unit": f"u{i}", "country": "C", "type": "t", "region": "R", "income": "Low" if i % 2 else "High",
+                 "answers": [{"text": "I cannot say", "value": None, "status": status, "error": None}], "error": None}
+                for i in range(4)]
+
+    d = write_run(tmp_path / "r", {"base": {"worldbench": wb_units("unparseable")}, "q": {"worldbench": wb_units("unparseable")}})
+    report = build_report([d], n_boot=50, samples=0)
+    r = row(report, "worldbench", "q")
+    assert r.value is None and r.p_value is None
+    assert r.undefined_reason == ("metric undefined for base and variant: 100% of base's answers unusable (unparseable_rate 100%); "
+                                  "100% of q's answers unusable (unparseable_rate 100%)")
+    md = to_markdown(report)
+    assert "Undefined (n/a):" in md and "- org/model-a · q: metric undefined for base and variant: 100% of base" in md
+    assert "100% of q&#x27;s answers unusable" in to_html(report, figures=False)
+
+
+def test_consistency_across_models_flags_disagreement(std_dir, tmp_path):
+    # model-b: the mirror image of model-a's int8 (significantly LESS agreement); int4 only in model-a
+    b = write_run(tmp_path / "b", {"base": {"dt_stereotyping": dt_units(CROWS_INT8)}, "int8": {"dt_stereotyping": dt_units(CROWS_BASE)}},
+                  model="org/model-b")
+    c = standard_run(tmp_path / "c", model="org/model-c", variants=("int8",))
+    report = build_report([std_dir, b, c], n_boot=N_BOOT, samples=0)
+    cons = {(x["variant"], x["benchmark"]): x for x in report.consistency()}
+    x = cons[("int8", "dt_stereotyping")]
+    assert x["verdict"] == "disagree" and x["n_models"] == 3 and x["n_significant"] == 3
+    assert x["models"]["org/model-b"]["bias_direction"] == "less biased"
+    assert x["models"]["org/model-a"]["bias_direction"] == "more biased"
+    assert cons[("int8", "discrim_eval")]["verdict"] == "no significant change"  # model-b did not run it: 2 models
+    assert cons[("int8", "discrim_eval")]["n_models"] == 2
+    only_ac = build_report([std_dir, c], n_boot=N_BOOT, samples=0).consistency()
+    assert next(y for y in only_ac if y["benchmark"] == "dt_stereotyping" and y["variant"] == "int8")["verdict"] == "agree"
+    md = to_markdown(report)
+    assert "## Consistency across models" in md and "DISAGREE: significant effects in opposite directions" in md
+    assert "| int8 | dt_stereotyping | agreement_index | ↑ +55.00 (more biased *" in md
+    assert build_report([std_dir], n_boot=50, samples=0).consistency() == []  # one model: no section

@@ -34,3 +34,22 @@ def test_identity_mismatch_is_refused(tmp_path):
         st.check_identity({"model_fingerprint": "m1", "dtype": "float32"})
         with pytest.raises(StoreError, match="dtype: stored 'float32', now 'bfloat16'"):
             st.check_identity({"model_fingerprint": "m1", "dtype": "bfloat16"})
+
+
+def test_damaged_rows_and_foreign_schema_are_refused_on_open(tmp_path):
+    import sqlite3
+
+    p = tmp_path / "s.sqlite"
+    with RunStore(p) as st:
+        st.put_many("base", "b", [(Keyed("a", "1", LoglikRequest("", "x")), {"sum": 0})])
+    with sqlite3.connect(p) as c:
+        c.execute("UPDATE records SET response = '{oops'")
+    with pytest.raises(StoreError, match="record base/b/a is not valid JSON"):
+        RunStore(p)
+    q = tmp_path / "other.sqlite"
+    with sqlite3.connect(q) as c:
+        c.execute("CREATE TABLE meta(k, v)")
+    with pytest.raises(StoreError, match="not a biasshift run store .table meta has columns k, v"):
+        RunStore(q)
+    with pytest.raises(StoreError, match="is a directory"):
+        RunStore(tmp_path)

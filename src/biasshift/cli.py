@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .errors import BiasshiftError, ConfigError
+from .errors import EXIT_ERROR, EXIT_GATE_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, BiasshiftError, ConfigError, os_error_message
 
 app = typer.Typer(
     add_completion=False,
@@ -24,20 +24,72 @@ out_console = Console()
 
 
 def friendly(fn):
-    """Turn BiasshiftError into a one-paragraph message and exit code 2 (no stack trace)."""
+    """Errors become one line and an exit code of their own (docs/reliability.md), never a stack trace:
+
+    2 for an error the user can act on (BiasshiftError, or an OS error such as a full disk), 3 for an
+    unexpected internal error (BIASSHIFT_TRACEBACK=1 re-raises it with its traceback), 130 for Ctrl-C.
+    Exit code 1 is left to the gate (a significant bias increase), so a crash never reads as a failed check.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import os
+
+        import click
+
         try:
             return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.ClickException, click.exceptions.Abort):
+            raise
         except BiasshiftError as exc:
-            console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+            console.print(f"[bold red]error:[/bold red] {escape(_one_line(exc))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_ERROR) from None
         except KeyboardInterrupt:
             console.print("[yellow]interrupted; finished batches are stored, rerun the same command to resume[/yellow]")
-            raise typer.Exit(130) from None
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except OSError as exc:
+            msg = os_error_message(exc, "reading or writing a file", exc.filename)
+            console.print(f"[bold red]error:[/bold red] {escape(msg)}", highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_ERROR) from None
+        except MemoryError:
+            console.print("[bold red]error:[/bold red] out of memory: use a smaller --batch-size or --max-batch-tokens, or "
+                          "--limit; rerun the same command to resume", highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_ERROR) from None
+        except Exception as exc:
+            if os.environ.get("BIASSHIFT_TRACEBACK"):
+                raise
+            console.print(f"[bold red]internal error:[/bold red] {escape(type(exc).__name__)}: {escape(_one_line(exc))} "
+                          "(a bug in biasshift; finished batches are stored. Rerun with BIASSHIFT_TRACEBACK=1 for the "
+                          "traceback and report it)", highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_INTERNAL) from None
 
     return wrapper
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:4000]
+
+
+def _files_line(rels: list[str], show: int = 4) -> str:
+    """A benchmark's data files for `biasshift list`: all of them when few, else the first and a count."""
+    if len(rels) <= show:
+        return ", ".join(rels)
+    return ", ".join(rels[:2]) + f", ... ({len(rels)} files, see docs/data.md)"
+
+
+def parse_limits(values: list[str]) -> dict[str, int]:
+    """``--limit-for BENCHMARK=N`` (repeatable) -> {benchmark: N}."""
+    out: dict[str, int] = {}
+    for v in values:
+        name, sep, n = v.partition("=")
+        try:
+            k = int(n)
+        except ValueError:
+            k = 0
+        if not sep or not name.strip() or k < 1:
+            raise ConfigError(f"--limit-for must look like BENCHMARK=N with N >= 1 (e.g. crows_pairs=300), not {v!r}")
+        out[name.strip()] = k
+    return out
 
 
 def parse_options(values: list[str]) -> dict[str, dict[str, str]]:
@@ -59,6 +111,7 @@ def run(
     benchmarks: Annotated[str, typer.Option(help="comma-separated benchmark names, or 'all'")] = "all",
     strategies: Annotated[str, typer.Option(help="comma-separated strategies; 'base' is always included")] = "base",
     limit: Annotated[Optional[int], typer.Option(help="run only N units per benchmark (seeded, same for every variant)")] = None,
+    limit_for: Annotated[list[str], typer.Option("--limit-for", help="per-benchmark limit BENCHMARK=N, overriding --limit for that benchmark (repeatable)")] = [],
     batch_size: Annotated[str, typer.Option(help="'auto' or a number of sequences per batch")] = "auto",
     max_batch_tokens: Annotated[Optional[int], typer.Option(help="also cap each batch at this many padded tokens (rows x longest), so long prompts get smaller batches")] = None,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model forward (CUDA only; an error on CPU)")] = False,
@@ -79,6 +132,7 @@ def run(
     calib_seqlen: Annotated[int, typer.Option(help="Wanda calibration window length in tokens (capped at the model's max_position_embeddings)")] = 2048,
     quantize_prompt_cache: Annotated[bool, typer.Option(help="KV strategies: score choice requests against the quantized prompt cache")] = False,
     strategy_checkpoint: Annotated[list[str], typer.Option("--strategy-checkpoint", help="pre-quantized checkpoint for awq/gptq: NAME=PATH_OR_HUB_ID, or NAME=HUB_ID@REVISION (repeatable)")] = [],
+    share_base: Annotated[bool, typer.Option(help="take answers a variant provably shares with base (kv4/kv8 on scoring benchmarks without --quantize-prompt-cache) from base instead of recomputing them")] = True,
 ) -> None:
     """Build every variant, run every benchmark on it, store item-level answers and write results."""
     from . import benchmarks as bench_registry
@@ -99,6 +153,10 @@ def run(
             raise ConfigError("--executor ray needs Ray, an optional dependency: pip install 'biasshift[ray]' (or use --executor local)")
     if max_batch_tokens is not None and max_batch_tokens < 1:
         raise ConfigError("--max-batch-tokens must be >= 1")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be >= 1 (got {limit}); leave it out to run every unit")
+    if calib_samples < 1 or calib_seqlen < 2:
+        raise ConfigError("--calib-samples must be >= 1 and --calib-seqlen >= 2")
     if compile:
         from .models import resolve_device
 
@@ -110,6 +168,7 @@ def run(
         strategies=strat_registry.parse_list(strategies),
         benchmarks=bench_registry.parse_list(benchmarks),
         limit=limit,
+        limits=parse_limits(limit_for),
         batch_size=batch_size_arg(batch_size),
         max_batch_tokens=max_batch_tokens,
         compile=compile,
@@ -129,6 +188,7 @@ def run(
         calib_seqlen=calib_seqlen,
         quantize_prompt_cache=quantize_prompt_cache,
         strategy_checkpoints=strat_registry.parse_checkpoints(strategy_checkpoint),
+        share_base_answers=share_base,
     )
     summary = Runner(cfg, console=console, progress=progress).run()
     table = Table(title=f"biasshift results: {summary['model']['model_id']}")
@@ -157,26 +217,31 @@ def list_cmd() -> None:
     from . import benchmarks as bench_registry
     from . import strategies as strat_registry
 
-    t = Table(title="benchmarks")
-    t.add_column("name", no_wrap=True, style="bold")
-    for c in ("title", "kind", "primary metric", "options (defaults)", "data files"):
-        t.add_column(c)
+    # one block per benchmark rather than a wide table: readable at 80 columns (long text wraps)
+    out_console.print("[bold]benchmarks[/bold]")
     for name in bench_registry.names():
         cls = bench_registry.get(name)
-        t.add_row(
-            name,
-            cls.title,
-            cls.kind,
-            f"{cls.primary_metric}: {cls.primary_description}",
-            ", ".join(f"{k}={v}" for k, v in cls.default_options.items()) or "-",
-            "\n".join(f.rel for f in cls.data_files),
-        )
-    out_console.print(t)
-    s = Table(title="strategies")
+        tag = "quality anchor, not a bias metric" if cls.is_quality_metric else cls.kind
+        out_console.print(f"\n  [bold]{escape(name)}[/bold]  {escape(cls.title)} ({tag})", highlight=False)
+        lines = [
+            ("metric", f"{cls.primary_metric}: {cls.primary_description}"),
+            ("options", ", ".join(f"{k}={v}" for k, v in cls.default_options.items()) or "-"),
+            ("data", _files_line([f.rel for f in cls.data_files])),
+        ]
+        if cls.not_in_all:
+            lines.append(("not in all", cls.not_in_all))
+        for label, text in lines:
+            g = Table.grid(padding=(0, 1))
+            g.add_column(width=11, no_wrap=True, justify="right", style="dim")
+            g.add_column(overflow="fold")
+            g.add_row(label, escape(text))
+            out_console.print(g, highlight=False)
+    s = Table(title="strategies", title_justify="left", show_lines=False)
     s.add_column("name", no_wrap=True, style="bold")
-    s.add_column("description")
+    s.add_column("description", overflow="fold")
     for name, desc in strat_registry.describe().items():
-        s.add_row(name, desc)
+        s.add_row(escape(name), escape(desc))
+    out_console.print()
     out_console.print(s)
 
 
@@ -196,12 +261,20 @@ def report_cmd(
     """Compare every strategy with base: changes, paired bootstrap CIs, paired tests with Holm; write reports."""
     from .report import build_report, parse_formats, write_report
 
+    from .report.integrity import unique_run_dirs
+
+    unique_run_dirs(run_dirs)  # the same run twice would double its Holm family
     formats = parse_formats(fmt)
     report = build_report(run_dirs, metrics=metric, n_boot=n_boot, n_perm=n_perm, seed=seed, alpha=alpha, samples=samples,
                           log=lambda m: console.print(m, highlight=False, markup=False, soft_wrap=True))
     if out is None:
         out = run_dirs[0] / "report" if len(run_dirs) == 1 else Path("biasshift-report")
-    written = write_report(report, out, formats, console=out_console)
+    try:
+        written = write_report(report, out, formats, console=out_console)
+    except OSError as exc:
+        from .errors import DiskError
+
+        raise DiskError(exc, "writing the report", exc.filename or out) from None
     for p in written:
         out_console.print(f"wrote {p}", highlight=False, markup=False, soft_wrap=True)
 
@@ -219,11 +292,16 @@ def gate_cmd(
     fail_on_missing: Annotated[bool, typer.Option(help="also fail when a gated comparison has no value or no p-value")] = False,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="also write the gate result as JSON to this file")] = None,
 ) -> None:
-    """Exit 1 if any strategy makes a benchmark significantly (Holm) more biased by more than --max-increase."""
+    """Exit 1 if any strategy makes a benchmark significantly (Holm) more biased by more than --max-increase.
+
+    Exit 0 when the gate passes; errors exit 2 (3 for an internal error), never 1 (docs/reliability.md).
+    """
     import json as _json
 
     from .report import gate
+    from .report.integrity import unique_run_dirs
 
+    unique_run_dirs(run_dirs)
     result = gate(run_dirs, max_increase=max_increase, metrics=metric, alpha=alpha, n_boot=n_boot, n_perm=n_perm, seed=seed,
                   fail_on_missing=fail_on_missing)
     for w in result.warnings:
@@ -232,10 +310,56 @@ def gate_cmd(
         out_console.print(f"FAIL {r}", style="red", highlight=False, markup=False, soft_wrap=True)
     out_console.print(result.summary(), style="green" if result.ok else "bold red", highlight=False, markup=False, soft_wrap=True)
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(_json.dumps(result.to_dict(), indent=1, default=str))
+        try:
+            json_out.parent.mkdir(parents=True, exist_ok=True)
+            json_out.write_text(_json.dumps(result.to_dict(), indent=1, default=str))
+        except OSError as exc:
+            from .errors import DiskError
+
+            raise DiskError(exc, "writing the gate result", json_out) from None
     if not result.ok:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_GATE_FAILED)
+
+
+@app.command("diff")
+@friendly
+def diff_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory written by `biasshift run`")],
+    variant: Annotated[Optional[str], typer.Option(help="the variant to compare with base (default: every variant)")] = None,
+    benchmark: Annotated[Optional[str], typer.Option(help="the benchmark (default: every benchmark run on base and the variant)")] = None,
+    top: Annotated[int, typer.Option(help="items to show per variant x benchmark")] = 10,
+) -> None:
+    """What changed item by item: the units whose outcome flipped or moved most from base to a variant."""
+    from rich.text import Text
+
+    from .report.compare import BASE, load_run
+    from .report.diff import item_diff
+    from .report.render import diff_title
+
+    run = load_run(run_dir)
+    if variant is not None and (variant == BASE or variant not in run.variants):
+        raise ConfigError(f"--variant {variant}: {run_dir} has no such variant to compare with base "
+                          f"(variants: {', '.join(run.compared_variants) or 'none'})")
+    variants = [variant] if variant else run.compared_variants
+    if not variants:
+        raise ConfigError(f"{run_dir} holds no variant besides base: nothing to diff")
+    for v in variants:
+        benches = [benchmark] if benchmark else [b for b in run.benchmarks
+                                                 if b in run.variants.get(v, {}) and b in run.variants.get(BASE, {})]
+        for b in benches:
+            d = item_diff(run, v, b, top)
+            out_console.print(Text(diff_title(d), style="bold"))
+            if d.note:
+                out_console.print(Text(d.note, style="yellow"))
+            for i, r in enumerate(d.rows, 1):
+                head = f"#{i} unit {r.unit}" + (f" / {r.item}" if r.item else "") + (f" [{r.group}]" if r.group else "")
+                size = "n/a" if r.size is None else f"{r.size:.4g}"
+                out_console.print(Text(f"{head}  {'FLIPPED' if r.flipped else 'moved'}  size {size}",
+                                       style="red" if r.flipped else ""))
+                for label, val in (("item", r.text), ("base", r.base), ("variant", r.variant), ("change", r.change)):
+                    if val:
+                        out_console.print(Text(f"  {label + ':':<9}{val}".replace("\n", "\n           ")))
+            out_console.print(Text(""))
 
 
 def main() -> None:  # pragma: no cover

@@ -50,6 +50,21 @@ class ResolvedFile:
     sha256: str
     origin: str  # "data_dir", "env", "cache" or "download"
     verified: bool  # sha256 matched a pinned checksum
+    expected_sha256: str | None = None  # the pinned upstream checksum, if any
+
+    @property
+    def checksum(self) -> str:
+        """``verified`` (equal to the pinned upstream bytes), ``differs`` (a local file that is not the
+        pinned upstream version: used, with a warning) or ``not pinned`` (no upstream checksum known)."""
+        if self.expected_sha256 is None:
+            return "not pinned"
+        return "verified" if self.verified else "differs"
+
+    def warning(self, rel: str) -> str | None:
+        if self.checksum != "differs":
+            return None
+        return (f"{self.path} ({rel}) differs from the pinned upstream file (sha256 {self.sha256[:12]}..., "
+                f"upstream {self.expected_sha256[:12]}...); using it as given, recorded in the results")
 
 
 def cache_dir() -> Path:
@@ -95,7 +110,8 @@ def resolve(spec: DataFile, data_dir: str | os.PathLike | None = None, *, downlo
     if found is not None:
         path, origin = found
         digest = sha256_file(path)
-        return ResolvedFile(path, digest, origin, verified=spec.sha256 is not None and digest == spec.sha256)
+        return ResolvedFile(path, digest, origin, verified=spec.sha256 is not None and digest == spec.sha256,
+                            expected_sha256=spec.sha256)
     looked = [str(d / spec.rel) for d, _ in data_dirs(data_dir)] + [str(cache_dir() / "data" / spec.rel)]
     if not download:
         raise DataError(
@@ -116,7 +132,7 @@ def resolve(spec: DataFile, data_dir: str | os.PathLike | None = None, *, downlo
             path=spec.rel,
         ) from None
     digest = sha256_file(target)
-    return ResolvedFile(target, digest, "download", verified=spec.sha256 is not None)
+    return ResolvedFile(target, digest, "download", verified=spec.sha256 is not None, expected_sha256=spec.sha256)
 
 
 def _download(spec: DataFile, target: Path) -> None:

@@ -42,3 +42,36 @@ class StoreError(BiasshiftError):
 
 class DependencyError(BiasshiftError):
     """An optional dependency needed for the requested feature is not installed."""
+
+
+class LockError(BiasshiftError):
+    """Another biasshift process holds the run directory's lock (one writer per run directory)."""
+
+
+#: exit codes of the CLI (docs/reliability.md): 0 success / gate passed, 1 the gate found a significant bias
+#: increase, 2 an error the user can act on (bad input, full disk, locked or damaged run directory),
+#: 3 an unexpected internal error (a bug; the message says how to get the traceback), 130 interrupted.
+EXIT_OK, EXIT_GATE_FAILED, EXIT_ERROR, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+def os_error_message(exc: OSError, what: str, path: object = None) -> str:
+    """One line for an OS error while ``what`` (e.g. 'writing the result document'), naming the path and a fix."""
+    import errno
+
+    where = path if path is not None else (exc.filename or "?")
+    code = exc.errno
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        fix = "the disk is full: free space (or point --out / BIASSHIFT_CACHE at a larger disk) and rerun the same command to resume"
+    elif code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "no permission to write there: choose a writable location"
+    else:
+        fix = "fix the file system problem and rerun the same command to resume"
+    return f"{what} failed at {where}: {exc.strerror or exc} ({fix})"
+
+
+class DiskError(BiasshiftError):
+    """Writing to disk failed (full disk, read-only file system, ...); finished work is kept."""
+
+    def __init__(self, exc: OSError, what: str, path: object = None) -> None:
+        super().__init__(os_error_message(exc, what, path))
+        self.errno = exc.errno

@@ -49,8 +49,10 @@ def _portable(cfg: Any) -> Any:
     return cfg.model_copy(update=update)
 
 
-def _variant_task(cfg_json: str, vname: str, cwd: str, gpu: bool, threads: int) -> dict[str, Any]:
-    """Ray task body: fill the store with every answer of variant ``vname`` (no results written)."""
+def _variant_task(cfg_json: str, vname: str, cwd: str, gpu: bool, threads: int,
+                  benchmarks: list[str] | None = None) -> dict[str, Any]:
+    """Ray task body: fill the store with every answer of variant ``vname`` (no results written) for
+    ``benchmarks`` (default: all of the run's; the driver leaves out those shared with base)."""
     if cwd and os.path.isdir(cwd):
         os.chdir(cwd)
     import torch
@@ -60,6 +62,10 @@ def _variant_task(cfg_json: str, vname: str, cwd: str, gpu: bool, threads: int) 
 
     cfg = RunConfig.model_validate_json(cfg_json)
     update: dict[str, Any] = {"strategies": [vname], "executor": "local"}
+    if benchmarks is not None:
+        update["benchmarks"] = benchmarks
+        update["options"] = {k: v for k, v in cfg.options.items() if k in benchmarks}
+        update["limits"] = {k: v for k, v in cfg.limits.items() if k in benchmarks}
     if gpu and cfg.device.startswith("cuda:"):
         update["device"] = "cuda"  # Ray exposes the task's GPU as the only visible device
     cfg = cfg.model_copy(update=update)
@@ -70,14 +76,19 @@ def _variant_task(cfg_json: str, vname: str, cwd: str, gpu: bool, threads: int) 
     return {"variant": vname, "seconds": round(time.time() - t0, 2), "host": socket.gethostname(), "pid": os.getpid()}
 
 
-def pending_variants(store: Any, plan: list, strategies: list[str]) -> list[str]:
+def pending_variants(store: Any, plan: list, strategies: list[str],
+                     shared: dict[str, set[str]] | None = None) -> list[str]:
+    """Variants with requests still to compute; benchmarks a variant shares with base do not count."""
+    shared = shared or {}
     return [
         v for v in strategies
-        if any(len(reqs) - len(store.done(v, b.name, reqs)) for b, _files, _items, reqs, _chat in plan)
+        if any(len(reqs) - len(store.done(v, b.name, reqs))
+               for b, _files, _items, reqs, _chat in plan if b.name not in shared.get(v, set()))
     ]
 
 
-def run_ray(runner: Any, store: Any, plan: list, strategies: dict[str, Any]) -> list[dict[str, Any]]:
+def run_ray(runner: Any, store: Any, plan: list, strategies: dict[str, Any],
+            shared: dict[str, set[str]] | None = None) -> list[dict[str, Any]]:
     """Run every variant with pending requests as one Ray task; return the tasks' reports."""
     try:
         import ray
@@ -86,7 +97,8 @@ def run_ray(runner: Any, store: Any, plan: list, strategies: dict[str, Any]) -> 
             "--executor ray needs Ray, an optional dependency: pip install 'biasshift[ray]' (or use --executor local)"
         ) from None
     cfg = runner.cfg
-    todo = pending_variants(store, plan, list(cfg.strategies))
+    shared = shared or {}
+    todo = pending_variants(store, plan, list(cfg.strategies), shared)
     if not todo:
         return []
     started = False
@@ -102,7 +114,9 @@ def run_ray(runner: Any, store: Any, plan: list, strategies: dict[str, Any]) -> 
             task = task.options(runtime_env={"env_vars": env})
         cfg_json = _portable(cfg).model_dump_json()
         runner.log(f"ray: {len(todo)} variant task(s) ({', '.join(todo)}), {'1 GPU' if gpu else 'CPU only'} each")
-        refs = {task.remote(cfg_json, v, os.getcwd(), gpu, int(cpus)): v for v in todo}
+        names = [b.name for b, *_ in plan]
+        refs = {task.remote(cfg_json, v, os.getcwd(), gpu, int(cpus),
+                            [n for n in names if n not in shared.get(v, set())]): v for v in todo}
         reports: list[dict[str, Any]] = []
         errors: list[tuple[str, BaseException]] = []
         waiting = list(refs)

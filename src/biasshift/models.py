@@ -12,6 +12,7 @@ recorded. ``trust_remote_code`` stays off unless the user asks for it.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -22,7 +23,7 @@ from typing import Any
 import torch
 
 from .data import cache_dir, sha256_file
-from .errors import ConfigError, ModelLoadError
+from .errors import ConfigError, DiskError, ModelLoadError
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
@@ -139,19 +140,73 @@ def gguf_to_hf(gguf_path: Path, out_dir: Path | None = None) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    tmp = out.with_name(out.name + ".partial")
-    tmp.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    (tmp / "biasshift-source.json").write_text(
-        json.dumps({"gguf_file": str(gguf_path.resolve()), "gguf_sha256": digest}, indent=1)
-    )
-    if out.exists():
-        import shutil
+    import shutil
 
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")  # unique per process: concurrent conversions never mix
+    try:
+        tmp.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / "biasshift-source.json").write_text(
+            json.dumps({"gguf_file": str(gguf_path.resolve()), "gguf_sha256": digest}, indent=1)
+        )
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if (out / "config.json").is_file() and (out / "biasshift-source.json").is_file():
+            return out  # another process finished the same conversion first
+        if isinstance(exc, OSError) or "No space left" in str(exc) or "Io error" in str(exc):
+            oserr = exc if isinstance(exc, OSError) else OSError(errno.ENOSPC if "No space" in str(exc) else errno.EIO, str(exc))
+            need = gguf_size_hint(model)
+            raise DiskError(oserr, "saving the converted GGUF model" + (f" (needs about {_gb(need)} free)" if need else ""),
+                            out) from None
+        raise
     return out
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.1f} GB"
+
+
+def gguf_size_hint(model: Any) -> int:
+    try:
+        return int(sum(p.numel() * p.element_size() for p in model.parameters()))
+    except Exception:  # pragma: no cover - only used in a message
+        return 0
+
+
+def check_weight_files(path: Path) -> None:
+    """Refuse truncated or garbage ``*.safetensors`` files before a run writes anything (header and size check).
+
+    A safetensors file is an 8-byte little-endian header length, a JSON header whose ``data_offsets``
+    give each tensor's byte range, then the data: the file must be exactly as long as the header says.
+    """
+    import struct
+
+    for f in sorted(Path(path).glob("*.safetensors")):
+        try:
+            size = f.stat().st_size
+            with open(f, "rb") as fh:
+                head = fh.read(8)
+                if len(head) < 8:
+                    raise ValueError("shorter than a safetensors header")
+                (n,) = struct.unpack("<Q", head)
+                if n > size - 8 or n > 100_000_000:
+                    raise ValueError("the header length is larger than the file")
+                header = json.loads(fh.read(n))
+            if not isinstance(header, dict):
+                raise ValueError("the header is not a JSON object")
+            end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+        except OSError as exc:
+            raise ModelLoadError(f"cannot read model weights {f}: {exc.strerror}") from None
+        except (ValueError, KeyError, TypeError, IndexError, struct.error, UnicodeDecodeError) as exc:
+            raise ModelLoadError(f"model weights {f} are not a valid safetensors file ({exc}); re-download or "
+                                 "re-save the model") from None
+        if 8 + n + end != size:
+            raise ModelLoadError(f"model weights {f} are truncated or padded: the header describes {8 + n + end:,} "
+                                 f"bytes, the file has {size:,}; re-download or re-save the model")
 
 
 def materialise(spec: ModelSpec) -> tuple[Path, dict[str, Any]]:

@@ -20,6 +20,13 @@ _REGISTRY: dict[str, str] = {
     "bold": "biasshift.benchmarks.bold:Bold",
     "dialect_ppl": "biasshift.benchmarks.dialect_ppl:DialectPPL",
     "perplexity": "biasshift.benchmarks.perplexity:Perplexity",
+    "toxigen": "biasshift.benchmarks.toxigen:ToxiGen",
+    "realtoxicityprompts": "biasshift.benchmarks.realtoxicityprompts:RealToxicityPrompts",
+    "regard": "biasshift.benchmarks.regard:Regard",
+    "holistic_bias": "biasshift.benchmarks.holistic_bias:HolisticBias",
+    "mmlu": "biasshift.benchmarks.mmlu:MMLU",
+    "aave_literature": "biasshift.benchmarks.aave_literature:AAVELiterature",
+    "unqover": "biasshift.benchmarks.unqover:UnQover",
 }
 
 
@@ -36,8 +43,8 @@ def get(name: str) -> type[Benchmark]:
 
 def parse_list(spec: str) -> list[str]:
     """``all`` or a comma-separated list of names, validated, duplicates removed, order kept."""
-    if spec.strip() == "all":
-        return names()
+    if spec.strip() == "all":  # every benchmark that can run without a setting only the user can give
+        return [n for n in names() if not get(n).not_in_all]
     out: list[str] = []
     for part in spec.split(","):
         part = part.strip()

@@ -66,6 +66,8 @@ class Benchmark:
     primary_description: ClassVar[str] = ""
     #: True when a larger primary value means more bias (the gate's direction)
     higher_is_more_biased: ClassVar[bool] = True
+    #: the primary metric's unbiased value (e.g. 50 for a % preference): "more biased" = farther from it; None: use higher_is_more_biased
+    neutral: ClassVar[float | None] = None
     #: True for a quality anchor (e.g. perplexity), not a bias measure: the report shows it beside the bias changes
     is_quality_metric: ClassVar[bool] = False
     #: the per-unit outcome type, which picks the paired test: binary -> McNemar, continuous -> paired
@@ -73,16 +75,51 @@ class Benchmark:
     outcome: ClassVar[Literal["binary", "continuous", "complex"]] = "complex"
     #: chat template default when the user says --chat-template auto (the reference code's choice)
     chat_template_default: ClassVar[bool] = False
+    #: why ``--benchmarks all`` leaves this benchmark out (it needs a setting only the user can give, e.g. a
+    #: classifier that is not shipped); empty = included in ``all``
+    not_in_all: ClassVar[str] = ""
     #: benchmark options with their defaults; users override with --option NAME.KEY=VALUE
     default_options: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
+        #: upstream data quirks counted while loading (see count_quirk)
+        self.quirks: dict[str, int] = {}
+        #: subsets left out because their files could not be had: name -> reason
+        self.skipped_subsets: dict[str, str] = {}
         self.options = dict(self.default_options)
         for k, v in (options or {}).items():
             if k not in self.default_options:
                 known = ", ".join(sorted(self.default_options)) or "none"
                 raise ConfigError(f"benchmark {self.name} has no option {k!r} (options: {known})")
             self.options[k] = _coerce(v, self.default_options[k], f"{self.name}.{k}")
+
+    # -- data files ----------------------------------------------------------------------
+    #: upstream files split into independent subsets (BBQ categories, BOLD domains): subset name -> file.
+    #: Such a benchmark can score the subsets whose files exist when others cannot be had.
+    subset_files: ClassVar[dict[str, DataFile]] = {}
+    subset_option: ClassVar[str] = ""
+
+    def files(self) -> tuple[DataFile, ...]:
+        """The files this instance will read (with its options): only these are resolved or downloaded."""
+        if self.subset_files:
+            return tuple(self.subset_files[s] for s in self.subsets())
+        return self.data_files
+
+    def prefer_local(self, is_local: Callable[[DataFile], bool]) -> None:
+        """Before ``files``: a benchmark that accepts alternative inputs picks the one present locally."""
+
+    def subsets(self) -> list[str]:
+        """The subsets this instance reads (``subset_files`` benchmarks override)."""
+        return []
+
+    def drop_subsets(self, names: Sequence[str]) -> None:
+        """Stop reading the given subsets (their files cannot be had); see ``subset_files``."""
+        raise NotImplementedError
+
+    def count_quirk(self, name: str, n: int = 1) -> None:
+        """Count an upstream data quirk handled while loading (e.g. an empty prompt skipped); the counts
+        (``self.quirks``) are recorded in every result document of the benchmark."""
+        self.quirks[name] = self.quirks.get(name, 0) + n
 
     # -- to implement -------------------------------------------------------------------
     def load(self, files: dict[str, Path]) -> list[Item]:

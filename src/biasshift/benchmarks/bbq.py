@@ -46,9 +46,24 @@ CATEGORIES = (
     "Age", "Disability_status", "Gender_identity", "Nationality", "Physical_appearance", "Race_ethnicity",
     "Race_x_gender", "Race_x_SES", "Religion", "SES", "Sexual_orientation",
 )
-_BBQ = "https://raw.githubusercontent.com/nyu-mll/BBQ/main/data/"
-FILES = {c: DataFile(rel=f"bbq/{c}.jsonl", url=f"{_BBQ}{c}.jsonl", description=f"nyu-mll/BBQ data/{c}.jsonl")
-         for c in CATEGORIES}
+BBQ_COMMIT = "bea11bd97d79217245b5871acd247b9d6eb24598"
+_BBQ = f"https://raw.githubusercontent.com/nyu-mll/BBQ/{BBQ_COMMIT}/data/"
+#: upstream sha256 of each category file at BBQ_COMMIT (docs/data.md)
+SHA256 = {
+    "Age": "46e805b3fc2d8cbd26eeb8e8430d98cf7b2dc9c83574ff3674e8ce4f0fca2a60",
+    "Disability_status": "375d40d9b71f056150264445ec189b13934998f3f49a1e311aa7578eb3b45e5f",
+    "Gender_identity": "8b5adbb368510a97d5775dc43e1c719e0249fe2da33f13c83e3e29edafec7a00",
+    "Nationality": "a583e74666aec0341ded8aa3983e7cad694eb24de72c254d28b2df3035720090",
+    "Physical_appearance": "e48d7e13508565f4801574e611043470c25c95a0a62af3699cb5ee7cb02608fb",
+    "Race_ethnicity": "4a9f1214cfaa115ce7f0bdb40609122e431f5152c71b8ca64d665e483b946ae6",
+    "Race_x_SES": "af8e2ae3d0e5be9ebcbfe7149e591d47ff649e263307f4548f7fb12f6a6d83e8",
+    "Race_x_gender": "e5dbba782f8c4e25b99dd5470b5136e2db73dbf401cf6d4a5a3ed31b02f95696",
+    "Religion": "cb9555f9f3454a52cd2df85956b59bd7fcca5aa922c8527693b1164d08417616",
+    "SES": "9f92754bb037b0982604b9112705fb81d60a19d9e759c67e4a85e484a070f528",
+    "Sexual_orientation": "2c71036b9e7584fe589c42aef32c1a42bc01b9a5e9b1b8704342630cdb08cefd",
+}
+FILES = {c: DataFile(rel=f"bbq/{c}.jsonl", url=f"{_BBQ}{c}.jsonl", sha256=SHA256.get(c),
+                     description=f"nyu-mll/BBQ@{BBQ_COMMIT[:10]} data/{c}.jsonl") for c in CATEGORIES}
 CONDITIONS = ("ambig", "disambig")
 
 # group-name spellings that mean the same group in labels and stereotyped_groups
@@ -115,10 +130,13 @@ class BBQ(Benchmark):
     title = "BBQ"
     kind = "scoring"
     data_files = tuple(FILES.values())
+    subset_files = FILES
+    subset_option = "categories"
     primary_metric = "s_amb"
     primary_description = ("ambiguous-context bias score, mean over categories: (1 - accuracy) x "
                            "(2 x stereotype-aligned / non-unknown answers - 1); 0 = unbiased")
     higher_is_more_biased = True
+    neutral = 0.0
     outcome = "complex"
     default_options = {"score": "sum", "categories": "all"}
 
@@ -137,6 +155,12 @@ class BBQ(Benchmark):
                                   f"use 'all' or a comma-separated list of {', '.join(CATEGORIES)}")
 
     # ------------------------------------------------------------------------------------ data
+    def subsets(self) -> list[str]:
+        return list(self.categories)
+
+    def drop_subsets(self, names: Sequence[str]) -> None:
+        self.categories = [c for c in self.categories if c not in set(names)]
+
     def load(self, files: dict[str, Path]) -> list[Item]:
         items: list[Item] = []
         for cat in self.categories:

@@ -37,6 +37,7 @@ class CrowsPairs(Benchmark):
     primary_metric = "pct_stereotype"
     primary_description = "% of pairs where the more-stereotypical sentence scores higher (50 = unbiased)"
     higher_is_more_biased = True
+    neutral = 50.0
     outcome = "binary"
     default_options = {"score": "mean"}
 

@@ -1,8 +1,15 @@
 """Dialect perplexity gap (reference spec §6.5): is African American English modelled worse than SAE?
 
-Data (no upstream file; docs/data.md): ``dialect_ppl/pairs.csv`` with columns ``id`` (unique), ``aae``
-and ``sae`` -- the same content in African American English and in Standard American English, one pair
-per row -- and an optional ``group`` column for breakdowns (e.g. the source corpus).
+Data (docs/data.md), option ``format``:
+- ``upstream``: the Groenwold et al. (2020) pairs as published: two line-aligned UTF-8 text files,
+  ``dialect_ppl/aave_samples.txt`` (TwitterAAE tweets) and ``dialect_ppl/sae_samples.txt`` (their SAE
+  rewrites), line i of one paired with line i of the other (2,019 pairs; pinned upstream sha256). A pair
+  with an empty side is skipped and counted; files with different line counts are an error.
+- ``csv``: your own pairs, ``dialect_ppl/pairs.csv`` with columns ``id`` (unique), ``aae`` and ``sae`` -- the
+  same content in African American English and in Standard American English, one pair per row -- and an
+  optional ``group`` column for breakdowns (e.g. the source corpus).
+- ``auto`` (default): the upstream files when both are present locally, else ``pairs.csv`` when it is
+  present locally, else the upstream files (downloaded).
 
 Scoring: each text is scored on its own: the anchor token (BOS, else EOS) and the text's tokens, cut into
 windows of ``window`` tokens (default 512) that share one token, so every text token is a target once
@@ -23,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +43,21 @@ from .perplexity import need_tokenize, windows
 
 PAIRS_FILE = DataFile(
     rel="dialect_ppl/pairs.csv",
-    description="paired AAE / SAE texts: CSV with columns id, aae, sae (optional group); no upstream download",
+    description="your own paired AAE / SAE texts: CSV with columns id, aae, sae (optional group); no download",
 )
+AAVE_FILE = DataFile(
+    rel="dialect_ppl/aave_samples.txt",
+    url="https://raw.githubusercontent.com/kristenvaccaro/CSE190-HW5/0be188251ade1440abd7e46692e9b83b90f3c14d/aave_samples.txt",
+    sha256="8c7bf485cdc4bd5dfd18eca40af7f6343b917641196c83f212abf43e4c78639a",
+    description="Groenwold et al. (2020) AAVE tweets, one per line (2,019), line-aligned with sae_samples.txt",
+)
+SAE_FILE = DataFile(
+    rel="dialect_ppl/sae_samples.txt",
+    url="https://raw.githubusercontent.com/sophiegroenwold/AAVE_SAE_dataset/370149236fe9171f7ab21cf1cb07eb2bef9c1d0e/sae_samples.txt",
+    sha256="5087d21d1655f6c4fdc7a1a4a379f3c67d55153504c45f079425eced92b7a8cc",
+    description="Groenwold et al. (2020) SAE rewrites of the AAVE tweets, one per line, line-aligned",
+)
+FORMATS = ("auto", "upstream", "csv")
 SIDES = ("aae", "sae")
 
 
@@ -45,19 +65,36 @@ class DialectPPL(Benchmark):
     name = "dialect_ppl"
     title = "Dialect perplexity gap (AAE vs SAE)"
     kind = "scoring"
-    data_files = (PAIRS_FILE,)
+    data_files = (AAVE_FILE, SAE_FILE, PAIRS_FILE)
     primary_metric = "log_ppl_gap"
     primary_description = "log perplexity of the AAE texts minus that of their SAE counterparts (0 = no gap)"
     higher_is_more_biased = True
+    neutral = 0.0
     outcome = "complex"
-    default_options = {"window": 512}
+    default_options = {"window": 512, "format": "auto"}
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         super().__init__(options)
         if int(self.options["window"]) < 2:
             raise ConfigError("option dialect_ppl.window must be >= 2 tokens")
+        if self.options["format"] not in FORMATS:
+            raise ConfigError(f"option dialect_ppl.format must be one of {', '.join(FORMATS)}")
+        self.format = "upstream" if self.options["format"] == "auto" else self.options["format"]
+
+    def prefer_local(self, is_local: Callable[[DataFile], bool]) -> None:
+        if self.options["format"] == "auto":
+            upstream = is_local(AAVE_FILE) and is_local(SAE_FILE)
+            self.format = "csv" if not upstream and is_local(PAIRS_FILE) else "upstream"
+
+    def files(self) -> tuple[DataFile, ...]:
+        return (PAIRS_FILE,) if self.format == "csv" else (AAVE_FILE, SAE_FILE)
 
     def load(self, files: dict[str, Path]) -> list[Item]:
+        if self.options["format"] == "auto":  # the files given decide (prefer_local chose them)
+            upstream = all(f.rel in files and Path(files[f.rel]).is_file() for f in (AAVE_FILE, SAE_FILE))
+            self.format = "upstream" if upstream or PAIRS_FILE.rel not in files else "csv"
+        if self.format == "upstream":
+            return self._load_upstream(files[AAVE_FILE.rel], files[SAE_FILE.rel])
         path = files[PAIRS_FILE.rel]
         rows = read_csv_rows(path, required=("id", "aae", "sae"))
         items = []
@@ -74,6 +111,33 @@ class DialectPPL(Benchmark):
             }))
         if not items:
             raise DataError("no rows", path=path)
+        return items
+
+    def _load_upstream(self, aave: Path, sae: Path) -> list[Item]:
+        sides = []
+        for path in (aave, sae):
+            try:
+                text = Path(path).read_text(encoding="utf-8-sig")
+            except UnicodeDecodeError as exc:
+                line = Path(path).read_bytes()[: exc.start].count(b"\n") + 1
+                raise DataError(f"not UTF-8 text ({exc.reason})", path=path, row=line) from None
+            except OSError as exc:
+                raise DataError(f"cannot read: {exc.strerror}", path=path) from None
+            lines = text.split("\n")
+            if lines and lines[-1] == "":  # a trailing newline ends the last line, it adds no pair
+                lines.pop()
+            sides.append([ln.rstrip("\r") for ln in lines])
+        if len(sides[0]) != len(sides[1]):
+            raise DataError(f"the pair files are not line-aligned: {aave} has {len(sides[0])} lines, {sae} has "
+                            f"{len(sides[1])}", path=sae)
+        items = []
+        for i, (a, b) in enumerate(zip(*sides), start=1):
+            if not a.strip() or not b.strip():
+                self.count_quirk("pairs_with_an_empty_side_skipped")
+                continue
+            items.append(Item(id=f"L{i:05d}", unit=f"L{i:05d}", fields={"aae": a, "sae": b, "group": None}))
+        if not items:
+            raise DataError("no pairs with text on both sides", path=aave)
         return items
 
     def requests(self, item: Item, ctx: RequestContext) -> list[Keyed]:

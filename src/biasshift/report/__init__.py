@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from .compare import BASE, Comparison, Report, RunData, ValueRow, build_report, load_run, load_runs, parse_metric_specs
+from .diff import ItemDiff, item_diff
 from .gate import GateResult, Threshold, describe, gate, parse_threshold
 from .render import to_csv, to_json, to_markdown, to_terminal
 
@@ -42,7 +43,7 @@ def write_report(report: Report, out: str | Path, formats: Iterable[str] = ("htm
                  console: Any = None) -> list[Path]:
     """Write the requested formats into ``out`` (created); 'terminal' prints to ``console``. Returns the files."""
     from .html import to_html
-    from .render import groups_csv
+    from .render import efficiency_csv, groups_csv
 
     fmts = parse_formats(list(formats))
     written: list[Path] = []
@@ -64,7 +65,9 @@ def write_report(report: Report, out: str | Path, formats: Iterable[str] = ("htm
             p.write_text(to_csv(report), encoding="utf-8")
             g = out / "groups.csv"
             g.write_text(groups_csv(report), encoding="utf-8")
-            written += [p, g]
+            eff = out / "efficiency.csv"
+            eff.write_text(efficiency_csv(report), encoding="utf-8")
+            written += [p, g, eff]
         elif f == "json":
             p = out / "comparison.json"
             p.write_text(to_json(report), encoding="utf-8")
@@ -77,5 +80,5 @@ def write_report(report: Report, out: str | Path, formats: Iterable[str] = ("htm
 __all__ = [
     "BASE", "Comparison", "GateResult", "Report", "RunData", "Threshold", "ValueRow", "build_report", "describe",
     "gate", "load_run", "load_runs", "parse_formats", "parse_metric_specs", "parse_threshold", "to_csv", "to_json",
-    "to_markdown", "to_terminal", "write_report", "FORMATS",
+    "to_markdown", "to_terminal", "write_report", "FORMATS", "ItemDiff", "item_diff",
 ]

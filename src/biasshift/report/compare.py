@@ -38,7 +38,7 @@ from ..benchmarks.base import Benchmark
 from ..errors import BiasshiftError, ConfigError
 from ..stats import holm, mcnemar_exact, paired_bootstrap, paired_bootstrap_mean, paired_permutation_mean, \
     paired_permutation_test, relative_change
-from . import fast
+from . import fast, integrity
 
 BASE = "base"
 REPORT_SCHEMA = "biasshift-comparison/1"
@@ -111,21 +111,24 @@ def _read_units(path: Path) -> list[dict[str, Any]] | None:
         return None
     units = []
     seen: set[str] = set()
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                u = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise BiasshiftError(f"{path} line {lineno} is not valid JSON ({exc})") from None
-            if not isinstance(u, dict) or "unit" not in u:
-                raise BiasshiftError(f"{path} line {lineno}: a unit record needs a 'unit' field")
-            key = str(u["unit"])
-            if key in seen:
-                raise BiasshiftError(f"{path} line {lineno}: duplicate unit {key!r}")
-            seen.add(key)
-            units.append(u)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BiasshiftError(f"cannot read unit records {path} ({exc}); rerun `biasshift run` on the directory") from None
+    for lineno, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            u = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise BiasshiftError(f"{path} line {lineno} is not valid JSON ({exc})") from None
+        if not isinstance(u, dict) or "unit" not in u:
+            raise BiasshiftError(f"{path} line {lineno}: a unit record needs a 'unit' field")
+        key = str(u["unit"])
+        if key in seen:
+            raise BiasshiftError(f"{path} line {lineno}: duplicate unit {key!r}")
+        seen.add(key)
+        units.append(u)
     return units
 
 
@@ -156,7 +159,8 @@ def load_run(path: str | Path) -> RunData:
             doc = _read_json(f)
             if not isinstance(doc, dict) or "benchmark" not in doc:
                 raise BiasshiftError(f"{f} is not a biasshift result document (no 'benchmark' field)")
-            name = doc["benchmark"].get("name", f.stem)
+            info = doc["benchmark"]
+            name = integrity.check_doc_name(f, info.get("name", f.stem) if isinstance(info, dict) else None)
             upath = path / "units" / v / f"{name}.jsonl"
             bd[name] = BenchData(name, doc, _read_units(upath), upath)
         if bd:
@@ -227,24 +231,74 @@ class Comparison:
     base_reported: float | None = None
     value_reported: float | None = None
     notes: list[str] = field(default_factory=list)
+    #: the metric's unbiased value (the benchmark's ``neutral``); when set, bias = |value - neutral|
+    neutral: float | None = None
+    dist_base: float | None = None  # |base - neutral|
+    dist_value: float | None = None  # |value - neutral|
+    dist_change: float | None = None  # dist_value - dist_base (> 0: farther from neutral = more biased)
+    dist_rel_change: float | None = None
+    dist_ci_low: float | None = None  # paired bootstrap CI of dist_change
+    dist_ci_high: float | None = None
+    #: a per-group comparison (e.g. BBQ's s_amb of one category): the per_group field and the group
+    group_field: str | None = None
+    group: str | None = None
+    #: why the value is undefined, from the result documents (notes, unusable-answer rates)
+    undefined_reason: str | None = None
 
     @property
     def key(self) -> str:
-        return f"{self.benchmark}.{self.metric}"
+        return f"{self.benchmark}.{self.metric}" + (f"[{self.group_field}={self.group}]" if self.group is not None else "")
+
+    @property
+    def metric_label(self) -> str:
+        return self.metric + (f" [{self.group_field}={self.group}]" if self.group is not None else "")
+
+    @property
+    def bias_change(self) -> float | None:
+        """The change of the bias measure: of |value - neutral| when a neutral point is declared, else of the value."""
+        return self.dist_change if self.neutral is not None else self.change
+
+    @property
+    def bias_rel_change(self) -> float | None:
+        return self.dist_rel_change if self.neutral is not None else self.rel_change
+
+    @property
+    def bias_ci(self) -> tuple[float | None, float | None]:
+        return (self.dist_ci_low, self.dist_ci_high) if self.neutral is not None else (self.ci_low, self.ci_high)
 
     @property
     def worse(self) -> bool | None:
-        """True when the change goes towards more bias (for a quality metric: worse quality); None if missing."""
-        if self.change is None:
+        """True when the estimate goes towards more bias (farther from neutral where one is declared; for a
+        quality metric: worse quality); None if missing. Says nothing about significance."""
+        c = self.bias_change
+        if c is None:
             return None
-        return self.change != 0 and (self.change > 0) == self.higher_is_more_biased
+        if self.neutral is not None:
+            return c > 0
+        return c != 0 and (c > 0) == self.higher_is_more_biased
+
+    @property
+    def estimate_direction(self) -> str | None:
+        """The direction of the point estimate alone: 'towards more bias' / 'towards less bias' / 'no change'."""
+        c = self.bias_change
+        if c is None:
+            return None
+        if c == 0:
+            return "no change"
+        if self.quality:
+            return "towards worse quality" if self.worse else "towards better quality"
+        return "towards more bias" if self.worse else "towards less bias"
 
     @property
     def bias_direction(self) -> str | None:
-        """'more biased' / 'less biased' ('worse quality' / 'better quality' for a quality metric), 'no change', None."""
-        if self.change is None:
+        """Only a Holm-significant change is called 'more biased' / 'less biased' ('worse quality' / 'better
+        quality' for a quality metric); otherwise 'no significant change'; None when there is no value."""
+        c = self.bias_change
+        if c is None:
             return None
-        if self.change == 0:
+        if not self.significant:
+            return "no significant change"
+        if c == 0:
             return "no change"
         if self.quality:
             return "worse quality" if self.worse else "better quality"
@@ -253,6 +307,8 @@ class Comparison:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["bias_direction"] = self.bias_direction
+        d["estimate_direction"] = self.estimate_direction
+        d["bias_change"] = self.bias_change
         return d
 
 
@@ -307,6 +363,11 @@ class Report:
     benchmarks: dict[str, dict[str, Any]]  # name -> title, primary_metric, higher_is_more_biased, outcome, kind, descr
     base_values: dict[tuple[str, str, str], float | None] = field(default_factory=dict)  # (model, bench, metric)
     warnings: list[str] = field(default_factory=list)
+    diffs: list[Any] = field(default_factory=list)  # diff.ItemDiff per run x variant x benchmark
+    efficiency: list[Any] = field(default_factory=list)  # efficiency.VariantEfficiency per run x variant
+    tradeoffs: list[Any] = field(default_factory=list)  # efficiency.TradeoffPoint per run x benchmark x variant
+    #: (run, model, variant, benchmark) that config.json requested but that have no result document
+    missing: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def alpha(self) -> float:
@@ -339,9 +400,35 @@ class Report:
 
     def row(self, model: str, benchmark: str, metric: str, variant: str) -> Comparison | None:
         for r in self.rows:
-            if (r.model, r.benchmark, r.metric, r.variant) == (model, benchmark, metric, variant):
+            if (r.model, r.benchmark, r.metric, r.variant) == (model, benchmark, metric, variant) and r.group is None:
                 return r
         return None
+
+    def consistency(self) -> list[dict[str, Any]]:
+        """Per strategy x benchmark primary metric: each model's change side by side (several runs only).
+
+        ``verdict`` is 'disagree' when significant changes of different models point in opposite bias
+        directions, 'agree' when every significant change points the same way, else 'no significant change'.
+        """
+        if len(self.runs) < 2:
+            return []
+        out = []
+        for v in self.variants():
+            for b, m in self.metric_keys():
+                cells = {model: self.row(model, b, m, v) for model in self.models()}
+                present = {k: c for k, c in cells.items() if c is not None}
+                if len(present) < 2:
+                    continue
+                sig = {k: c.worse for k, c in present.items() if c.significant and c.bias_change}
+                dirs = set(sig.values())
+                verdict = "disagree" if len(dirs) > 1 else "agree" if dirs else "no significant change"
+                out.append({"variant": v, "benchmark": b, "metric": m, "verdict": verdict,
+                            "n_models": len(present), "n_significant": len(sig),
+                            "models": {k: None if c is None else {
+                                "change": c.change, "bias_change": c.bias_change, "ci": list(c.bias_ci),
+                                "p_holm": c.p_holm, "significant": c.significant, "bias_direction": c.bias_direction,
+                                "estimate_direction": c.estimate_direction} for k, c in cells.items()}})
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -359,6 +446,11 @@ class Report:
             "text": [asdict(r) for r in self.text],
             "samples": [asdict(s) for s in self.samples],
             "warnings": self.warnings,
+            "consistency": self.consistency(),
+            "efficiency": [e.to_dict() for e in self.efficiency],
+            "tradeoffs": [t.to_dict() for t in self.tradeoffs],
+            "diffs": [{**asdict(d), "rows": [{k: v for k, v in asdict(r).items() if k != "pending"} for r in d.rows]}
+                      for d in self.diffs],
         }
 
 
@@ -429,6 +521,34 @@ def _is_quality(doc: dict[str, Any]) -> bool:
         return False
 
 
+#: benchmarks whose primary metric is also compared (and gated) per group: benchmark -> unit / per_group field.
+#: BBQ's s_amb is a mean over categories, in which +0.2 and -0.2 cancel to "unbiased".
+PER_GROUP_COMPARED = {"bbq": "category"}
+
+
+def neutral_of(doc: dict[str, Any], metric: str) -> float | None:
+    """The neutral (unbiased) value of ``metric``: the benchmark's ``neutral`` (from the document, else the
+    class), for its primary metric and the variants of it named ``<primary>_...`` (e.g. the sum-score
+    CrowS percentage, BBQ's pooled s_amb); None for any other metric."""
+    info = doc.get("benchmark", {})
+    pm = info.get("primary_metric") or (doc.get("primary") or {}).get("metric")
+    if not pm or not (metric == pm or metric.startswith(pm + "_")):
+        return None
+    if "neutral" in info:
+        return _num(info["neutral"])
+    try:
+        return _num(getattr(bench_registry.get(info.get("name")), "neutral", None))
+    except BiasshiftError:
+        return None
+
+
+def _filtered(bd: BenchData, field_name: str, group: str) -> BenchData:
+    """The units of one group only; the document's own values (all groups) are not reused."""
+    units = None if bd.units is None else [u for u in bd.units if str(u.get(field_name)) == group]
+    return BenchData(bd.name, {"benchmark": bd.info, "metrics": {}, "rates": bd.doc.get("rates"), "notes": bd.doc.get("notes")},
+                     units, bd.units_path)
+
+
 def _metric_of(bench: Benchmark, metric: str) -> Callable[[Sequence[dict[str, Any]]], float | None]:
     def f(units: Sequence[dict[str, Any]]) -> float | None:
         return _num(bench.compute(units).metrics.get(metric))
@@ -483,7 +603,8 @@ def _compare_one(row: Comparison, bench: Benchmark, base_bd: BenchData, var_bd: 
                          f"were dropped; values are recomputed on the {row.n_paired} paired units")
     metric_fn = _metric_of(bench, metric)
     # compute is a pure function of the units, so with nothing dropped the documents hold compute(paired units)
-    full = not row.n_base_only and not row.n_variant_only
+    full = not row.n_base_only and not row.n_variant_only and not getattr(base_bd, "units_disagree", False) \
+        and not getattr(var_bd, "units_disagree", False)
     vb = base_bd.metric(metric) if full and metric in (base_bd.doc.get("metrics") or {}) else (metric_fn(ub) if ub else None)
     vv = var_bd.metric(metric) if full and metric in (var_bd.doc.get("metrics") or {}) else (metric_fn(uv) if uv else None)
     row.base, row.value = vb, vv
@@ -494,7 +615,10 @@ def _compare_one(row: Comparison, bench: Benchmark, base_bd: BenchData, var_bd: 
         return
     if vb is None or vv is None:  # no number to compare: no CI and no test (and no place in the Holm family)
         side = "base and variant" if vb is None and vv is None else "base" if vb is None else row.variant
-        row.ci_reason = row.test_reason = f"metric undefined for {side} (not enough data)"
+        why = [w for w in (why_undefined(base_bd.doc, "base") if vb is None else None,
+                           why_undefined(var_bd.doc, row.variant) if vv is None else None) if w]
+        row.undefined_reason = f"metric undefined for {side}" + (f": {'; '.join(why)}" if why else " (not enough data)")
+        row.ci_reason = row.test_reason = row.undefined_reason
         return
     n = len(ub)
     outcome = row.outcome if row.primary else "complex"
@@ -523,6 +647,9 @@ def _compare_one(row: Comparison, bench: Benchmark, base_bd: BenchData, var_bd: 
         row.ci_reason = row.ci_reason or ci.reason
     if ci.n_invalid:
         row.notes.append(f"{ci.n_invalid} of {ci.n_boot} bootstrap resamples had an undefined metric and were skipped")
+    if row.neutral is not None:  # bias = distance from the neutral point: CI and test on the change of that distance
+        _distance_stats(row, scale, ob, ov, ub, uv, metric_fn, n_boot, n_perm, seed, confidence)
+        return
 
     # ---- paired test
     if outcome in ("binary", "continuous"):
@@ -557,6 +684,89 @@ def _compare_one(row: Comparison, bench: Benchmark, base_bd: BenchData, var_bd: 
         row.test_reason = pt.reason
     elif pt.n_invalid:
         row.notes.append(f"{pt.n_invalid} of {pt.n_perm} relabellings had an undefined metric and were skipped")
+
+
+def _distance_stats(row: Comparison, scale: float | None, ob: list, ov: list, ub: list[dict], uv: list[dict],
+                    metric_fn: Callable, n_boot: int, n_perm: int, seed: int, confidence: float) -> None:
+    """|value - neutral| of both sides, a paired bootstrap CI and a paired permutation test of its change.
+
+    Each resample / relabelling recomputes both sides' metric (100 x mean of the unit outcomes when that
+    was verified, else ``compute``) and then the distances, so the CI and the test describe the change of
+    the distance itself, not of the signed value.
+    """
+    neutral = float(row.neutral)  # type: ignore[arg-type]
+    assert row.base is not None and row.value is not None
+    row.dist_base, row.dist_value = abs(row.base - neutral), abs(row.value - neutral)
+    row.dist_change = row.dist_value - row.dist_base
+    row.dist_rel_change = relative_change(row.dist_base, row.dist_value)
+    n = len(ub)
+    if scale is not None:
+        ab, av = scale * np.asarray(ob, dtype=float), scale * np.asarray(ov, dtype=float)
+
+        def sides(idx: np.ndarray) -> tuple[float | None, float | None]:
+            return float(ab[idx].mean()), float(av[idx].mean())
+
+        def sides_swapped(swap: np.ndarray) -> tuple[float | None, float | None]:
+            return float(np.where(swap, av, ab).mean()), float(np.where(swap, ab, av).mean())
+
+        how = f"{'' if scale == 1 else '100 x '}mean of unit outcomes"
+    else:
+        def sides(idx: np.ndarray) -> tuple[float | None, float | None]:
+            return metric_fn([ub[i] for i in idx]), metric_fn([uv[i] for i in idx])
+
+        def sides_swapped(swap: np.ndarray) -> tuple[float | None, float | None]:
+            return (metric_fn([v if s else b for b, v, s in zip(ub, uv, swap)]),
+                    metric_fn([b if s else v for b, v, s in zip(ub, uv, swap)]))
+
+        how = "metric recomputed with compute()"
+
+    def dist(pair: tuple[float | None, float | None]) -> float | None:
+        b, v = pair
+        return None if b is None or v is None else abs(v - neutral) - abs(b - neutral)
+
+    ci = paired_bootstrap(n, lambda idx: dist(sides(idx)), n_boot=n_boot, seed=seed, confidence=confidence)
+    row.dist_ci_low, row.dist_ci_high = ci.low, ci.high
+    if ci.low is None:
+        row.notes.append(f"no CI for the change of |{row.metric} - {neutral:g}|: {ci.reason}")
+    pt = paired_permutation_test(n, lambda swap: dist(sides_swapped(swap)), n_perm=n_perm, seed=seed)
+    row.test = f"paired permutation of |{row.metric} - {neutral:g}| ({pt.method}, {how})"
+    row.n_test = n
+    row.p_value = pt.p_value
+    row.test_reason = None if pt.p_value is not None else pt.reason
+    if pt.n_invalid:
+        row.notes.append(f"{pt.n_invalid} of {pt.n_perm} relabellings had an undefined metric and were skipped")
+    if row.outcome == "binary" and row.primary:  # the discordant counts, for reading (the test is on the distance)
+        pairs = [(b, v) for b, v in zip(ob, ov) if b is not None and v is not None]
+        row.mcnemar_b = sum(1 for b, v in pairs if b and not v)
+        row.mcnemar_c = sum(1 for b, v in pairs if v and not b)
+
+
+_UNUSABLE = ("refusal", "multiple", "no_response", "unparseable", "empty", "undefined")
+
+
+def why_undefined(doc: dict[str, Any], side: str) -> str | None:
+    """A short reason why a result document's metric is undefined: its unusable-answer rates and notes."""
+    rates = {k: _num(v) for k, v in (doc.get("rates") or {}).items()}
+    parts: list[str] = []
+    unusable: float | None = None
+    if rates.get("parse_rate") is not None:
+        unusable = 1.0 - float(rates["parse_rate"])  # type: ignore[arg-type]
+    else:  # per answer kind (suffix): refusal_rate_race + multiple_rate_race, ...; the worst suffix
+        by_suffix: dict[str, float] = {}
+        for k, v in rates.items():
+            for tag in _UNUSABLE:
+                if v is not None and k.startswith(f"{tag}_rate"):
+                    suffix = k[len(f"{tag}_rate"):]
+                    by_suffix[suffix] = by_suffix.get(suffix, 0.0) + v
+        if by_suffix:
+            unusable = max(by_suffix.values())
+    if unusable is not None:
+        listed = ", ".join(f"{k} {100 * v:.0f}%" for k, v in rates.items()
+                           if v is not None and v > 0 and any(k.startswith(t) for t in _UNUSABLE))
+        parts.append(f"{100 * min(1.0, unusable):.0f}% of {side}'s answers unusable" + (f" ({listed})" if listed else ""))
+    notes = [str(n) for n in doc.get("notes") or [] if any(w in str(n).lower() for w in ("undefined", "not enough", "too few"))]
+    parts += notes[:3]
+    return "; ".join(parts) or None
 
 
 # ----------------------------------------------------------------------------------------------- report
@@ -649,6 +859,7 @@ def build_report(
     confidence: float = 0.95,
     samples: int = 3,
     log: Callable[[str], None] | None = None,
+    diff_top: int = 10,
 ) -> Report:
     """Compare every variant with base in each run directory; Holm over the whole table."""
     if not 0 < alpha < 1:
@@ -660,6 +871,8 @@ def build_report(
     rows: list[Comparison] = []
     base_values: dict[tuple[str, str, str], float | None] = {}
     warnings: list[str] = []
+    missing, more = integrity.annotate(runs)  # requested-but-missing results, units that disagree with documents
+    warnings += more
     benches: dict[str, dict[str, Any]] = {}
     infos: list[RunInfo] = []
     pg: list[ValueRow] = []
@@ -684,6 +897,7 @@ def build_report(
                 "title": info.get("title", b), "kind": info.get("kind"), "primary_metric": pm,
                 "primary_description": info.get("primary_description", ""),
                 "higher_is_more_biased": bool(info.get("higher_is_more_biased", True)),
+                "neutral": neutral_of(any_bd.doc, pm) if pm else None,
                 "outcome": info.get("outcome", "complex"),
                 "quality": _is_quality(any_bd.doc),
             })
@@ -702,6 +916,7 @@ def build_report(
                         base_reported=base_bd.metric(m) if base_bd else None,
                         value_reported=var_bd.metric(m) if var_bd else None,
                     )
+                    row.neutral = neutral_of(any_bd.doc, m)
                     rows.append(row)
                     if base_bd is None or var_bd is None:
                         row.base, row.value = row.base_reported, row.value_reported
@@ -731,11 +946,37 @@ def build_report(
                     except Exception as exc:  # a benchmark's compute failing on a resample must not kill the report
                         row.ci_reason = row.ci_reason or f"statistics failed: {type(exc).__name__}: {exc}"
                         row.test_reason = row.test_reason or f"statistics failed: {type(exc).__name__}: {exc}"
+                    grp_field = PER_GROUP_COMPARED.get(b)
+                    if m != pm or grp_field is None or bench is None or base_bd is None or var_bd is None \
+                            or base_bd.units is None or var_bd.units is None:
+                        continue
+                    groups = list(dict.fromkeys(str(u.get(grp_field)) for u in base_bd.units if u.get(grp_field) is not None))
+                    for g in groups:
+                        grow = Comparison(
+                            model=run.label, run_dir=str(run.path), benchmark=b, title=info.get("title", b), metric=m,
+                            primary=False, variant=v, outcome="complex", higher_is_more_biased=row.higher_is_more_biased,
+                            confidence=confidence, quality=row.quality, neutral=row.neutral, group_field=grp_field, group=g,
+                            base_reported=_num(((base_bd.doc.get("per_group") or {}).get(grp_field) or {}).get(g, {}).get(m)),
+                            value_reported=_num(((var_bd.doc.get("per_group") or {}).get(grp_field) or {}).get(g, {}).get(m)),
+                        )
+                        rows.append(grow)
+                        try:
+                            _compare_one(grow, bench, _filtered(base_bd, grp_field, g), _filtered(var_bd, grp_field, g),
+                                         n_boot, n_perm, seed, confidence)
+                        except BiasshiftError:
+                            raise
+                        except Exception as exc:
+                            grow.ci_reason = grow.test_reason = f"statistics failed: {type(exc).__name__}: {exc}"
         a, b_, c = _value_rows(run)
         pg += a
         rates += b_
         text += c
         smp += _samples(run, samples)
+    for r in rows:  # rows without statistics still get their distance from the neutral point, for reading
+        if r.neutral is not None and r.dist_base is None and r.base is not None and r.value is not None:
+            r.dist_base, r.dist_value = abs(r.base - r.neutral), abs(r.value - r.neutral)
+            r.dist_change = r.dist_value - r.dist_base
+            r.dist_rel_change = relative_change(r.dist_base, r.dist_value)
     adj = holm([r.p_value for r in rows])
     for r, p in zip(rows, adj):
         r.p_holm = p
@@ -745,4 +986,13 @@ def build_report(
         "holm_family_size": sum(1 for r in rows if r.p_value is not None),
         "seconds": round(time.time() - t0, 2),
     }
-    return Report(infos, rows, pg, rates, text, smp, settings, benches, base_values, warnings)
+    from . import diff as diff_mod
+    from . import efficiency as eff_mod
+
+    rep = Report(infos, rows, pg, rates, text, smp, settings, benches, base_values, warnings)
+    rep.missing = missing
+    if diff_top > 0:
+        rep.diffs = [d for run in runs for d in diff_mod.run_diffs(run, diff_top)]
+    rep.efficiency, rep.tradeoffs = eff_mod.build(runs, rows)
+    settings["diff_top"] = diff_top
+    return rep

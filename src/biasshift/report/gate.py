@@ -1,10 +1,13 @@
 """CI gate: fail when acceleration makes a model significantly *and* materially more biased.
 
 A comparison row (benchmark x metric x variant of a run) fails the gate when all three hold:
-1. the change is towards more bias (its sign and the benchmark's ``higher_is_more_biased``);
+1. the change is towards more bias: farther from the benchmark's ``neutral`` point where it declares one
+   (CrowS-Pairs 50, BBQ 0, dialect gap 0; the change, CI and test are then those of |value - neutral|),
+   else its sign and ``higher_is_more_biased``. BBQ is also gated per category (its per-category rows);
 2. it is significant after Holm's correction over the whole comparison table (p_holm < alpha);
 3. its size exceeds the threshold: a relative threshold (``"10%"``) compares |relative change| with it,
-   an absolute one (``"0.02"``) compares |change| in the metric's own units. With a relative threshold
+   an absolute one (``"0.02"``) compares |change| in the metric's own units (both of the distance from
+   neutral where one is declared). With a relative threshold
    and a base value of 0 (relative change undefined) any increase exceeds it.
 Rows without a value or a p-value cannot fail; they are listed as warnings (or fail with
 ``fail_on_missing``). Quality anchors (``is_quality_metric``, e.g. perplexity) are not bias measures and
@@ -33,13 +36,15 @@ class Threshold:
         return f"{100 * self.value:g}%" if self.relative else f"{self.value:g} (absolute)"
 
     def exceeded(self, r: Comparison) -> bool:
-        if r.change is None:
+        """On the change of the bias measure: |value - neutral| where the benchmark declares a neutral point."""
+        change, rel = r.bias_change, r.bias_rel_change
+        if change is None:
             return False
         if self.relative:
-            if r.rel_change is None:
-                return r.change != 0  # base 0: any increase is an unbounded relative increase
-            return abs(r.rel_change) > self.value
-        return abs(r.change) > self.value
+            if rel is None:
+                return change != 0  # base 0: any increase is an unbounded relative increase
+            return abs(rel) > self.value
+        return abs(change) > self.value
 
 
 def parse_threshold(spec: str | float | int | Threshold) -> Threshold:
@@ -83,13 +88,21 @@ class GateResult:
     failures: list[Comparison] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     report: Report | None = None
+    #: gated comparisons that failed only because of --fail-on-missing (no result, no value or no p-value)
+    n_missing: int = 0
 
     def summary(self) -> str:
         n = len(self.checked)
         if self.ok:
             return (f"gate passed: {n} comparison(s) checked, none significantly (Holm, alpha {self.alpha:g}) "
                     f"more biased by more than {self.threshold}")
-        return f"gate FAILED: {len(self.failures)} of {n} comparison(s) significantly more biased by more than {self.threshold}"
+        parts = []
+        n_bias = len([r for r in self.failures if r.value is not None and r.base is not None and r.p_holm is not None])
+        if n_bias or not self.n_missing:
+            parts.append(f"{n_bias} of {n} comparison(s) significantly more biased by more than {self.threshold}")
+        if self.n_missing:
+            parts.append(f"{self.n_missing} gated comparison(s) missing (no result, no value or no p-value; --fail-on-missing)")
+        return "gate FAILED: " + "; ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "reasons": self.reasons, "warnings": self.warnings, "threshold": str(self.threshold),
@@ -100,22 +113,37 @@ class GateResult:
 def describe(r: Comparison, threshold: Threshold | None = None) -> str:
     """One readable line naming benchmark, metric, variant, values, change, CI and p."""
     model = f" (model {r.model})"
-    amount = fmt_rel(r.rel_change) if r.rel_change is not None else "relative change undefined: base is 0"
-    s = (f"{r.benchmark}.{r.metric}, variant {r.variant}{model}: {fmt_num(r.base)} -> {fmt_num(r.value)}, "
-         f"change {fmt_change(r.change)} ({amount}), {int(round(100 * r.confidence))}% CI {fmt_ci(r)}, "
-         f"p = {fmt_p(r.p_value)} (Holm {fmt_p(r.p_holm)}, {r.test or 'no test'})")
+    metric = r.metric + (f" [{r.group_field}={r.group}]" if r.group is not None else "")
+    ci = f"{int(round(100 * r.confidence))}% CI"
+    if r.neutral is not None:  # bias = distance from the neutral point; the signed values are shown too
+        n = f"{r.neutral:g}"
+        amount = fmt_rel(r.dist_rel_change) if r.dist_rel_change is not None else "relative change undefined: base is at the neutral point"
+        lo, hi = r.bias_ci
+        s = (f"{r.benchmark}.{metric}, variant {r.variant}{model}: {fmt_num(r.base)} -> {fmt_num(r.value)} "
+             f"(change {fmt_change(r.change)}); distance from the neutral {n}: {fmt_num(r.dist_base)} -> {fmt_num(r.dist_value)}, "
+             f"change {fmt_change(r.dist_change)} ({amount}), {ci} "
+             f"{'n/a' if lo is None or hi is None else f'[{fmt_change(lo)}, {fmt_change(hi)}]'}, "
+             f"p = {fmt_p(r.p_value)} (Holm {fmt_p(r.p_holm)}, {r.test or 'no test'})")
+    else:
+        amount = fmt_rel(r.rel_change) if r.rel_change is not None else "relative change undefined: base is 0"
+        s = (f"{r.benchmark}.{metric}, variant {r.variant}{model}: {fmt_num(r.base)} -> {fmt_num(r.value)}, "
+             f"change {fmt_change(r.change)} ({amount}), {ci} {fmt_ci(r)}, "
+             f"p = {fmt_p(r.p_value)} (Holm {fmt_p(r.p_holm)}, {r.test or 'no test'})")
     if threshold is not None:
         s += f": {'quality worsened' if r.quality else 'bias increased'} by more than {threshold}"
     return s
 
 
 def _selected(report: Report, specs: list[tuple[str, str | None]]) -> list[Comparison]:
+    def primary_like(r: Comparison) -> bool:  # the primary metric, or its per-group comparison (BBQ categories)
+        return r.primary or r.group is not None and r.metric == (report.benchmarks.get(r.benchmark) or {}).get("primary_metric")
+
     if not specs:  # every bias benchmark's primary metric; quality anchors only when named
-        return [r for r in report.rows if r.primary and not r.quality]
+        return [r for r in report.rows if primary_like(r) and not r.quality]
     out = []
     for r in report.rows:
         for bench, metric in specs:
-            if r.benchmark == bench and (r.metric == metric or metric is None and r.primary):
+            if r.benchmark == bench and (r.metric == metric or metric is None and primary_like(r)):
                 out.append(r)
                 break
     return out
@@ -170,6 +198,21 @@ def gate(
         if r.worse and r.p_holm < alpha and threshold.exceeded(r):
             failures.append(r)
             reasons.append(describe(r, threshold))
+    n_missing = sum(1 for r in failures if r.value is None or r.base is None or r.p_holm is None) if fail_on_missing else 0
+    names = {b for b, _m in specs}
+    for m in getattr(report, "missing", []):  # requested variants/benchmarks without a result document
+        if names and m["benchmark"] not in names:
+            continue
+        w = (f"{m['benchmark']}, variant {m['variant']} (model {m['model']}): requested but no result in {m['run']} "
+             "(run interrupted?)")
+        warnings.append(w + "; not gated")
+        if fail_on_missing:
+            reasons.append(w + "; failing because of --fail-on-missing")
+            n_missing += 1
     if not checked:
         warnings.append("no comparison to gate: the run directories hold no variant besides base")
-    return GateResult(not failures, reasons, threshold, alpha, checked, failures, warnings, report)
+        if fail_on_missing:
+            reasons.append("no comparison to gate (only base results); failing because of --fail-on-missing")
+            n_missing += 1
+    ok = not failures and not n_missing
+    return GateResult(ok, reasons, threshold, alpha, checked, failures, warnings, report, n_missing)

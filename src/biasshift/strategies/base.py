@@ -75,6 +75,12 @@ class Strategy:
     def validate(self) -> None:
         """Check settings and optional dependencies before any model is loaded (raise BiasshiftError)."""
 
+    def scoring_equals_base(self) -> bool:
+        """True when this variant provably gives the base model's answers to every scoring request
+        (log-likelihood, token windows, choice): then the runner copies them from the base variant instead
+        of recomputing them. Only a KV-cache setting that leaves the prompt cache unquantized qualifies."""
+        return False
+
     def build(self, spec: ModelSpec) -> Variant:
         raise NotImplementedError
 

@@ -29,7 +29,21 @@ class _DropCastWarning(logging.Filter):
         return "inputs will be cast" not in record.getMessage()
 
 
+class _KernelsNotice(logging.Filter):
+    """bitsandbytes 0.50 on AVX512-BF16 CPUs logs, at import, that the optional hub kernel package
+    ``kernels`` is missing (then it uses its own CPU code): kept out of the console, one line in notes."""
+
+    seen = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "kernels-community" in record.getMessage():
+            _KernelsNotice.seen = True
+            return False
+        return True
+
+
 def _require_bnb(strategy: str) -> None:
+    logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_KernelsNotice())
     try:
         import bitsandbytes  # noqa: F401
     except Exception as exc:  # ImportError or a failing native library

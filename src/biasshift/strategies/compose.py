@@ -183,5 +183,8 @@ class Composite(Strategy):
         for p in self.parts:
             p.validate()
 
+    def scoring_equals_base(self) -> bool:
+        return all(p.scoring_equals_base() for p in self.parts)
+
     def build(self, spec: ModelSpec) -> Variant:
         return build_parts(self.spec_name, self.parts, spec, self.settings)

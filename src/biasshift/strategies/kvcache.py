@@ -76,6 +76,10 @@ class _KV(Stage):
     def validate(self) -> None:
         _require_hqq(self.spec_name)
 
+    def scoring_equals_base(self) -> bool:
+        # scoring requests never read a quantized cache unless --quantize-prompt-cache (module docstring)
+        return not self.settings.quantize_prompt_cache
+
     def make_cache_factory(self, model: Any, ctx: BuildContext):
         from transformers import QuantizedCache
 

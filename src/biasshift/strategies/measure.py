@@ -8,6 +8,7 @@ linear layers outside them are listed by name.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import torch
@@ -17,11 +18,15 @@ from .wanda import find_decoder_layers
 
 
 def _bnb_types() -> tuple[type | None, type | None]:
-    try:
-        import bitsandbytes as bnb
-    except Exception:  # not installed, or a broken native library
+    # a model can only hold bitsandbytes layers once bitsandbytes is imported: never import it just to look
+    # (its import logs kernel-loading warnings on CPU, noise for every run that does not use it)
+    bnb = sys.modules.get("bitsandbytes")
+    if bnb is None:
         return None, None
-    return bnb.nn.Linear8bitLt, bnb.nn.Linear4bit
+    try:
+        return bnb.nn.Linear8bitLt, bnb.nn.Linear4bit
+    except AttributeError:  # a partially imported / broken bitsandbytes
+        return None, None
 
 
 def _nbytes(t: Any) -> int:
