@@ -302,9 +302,16 @@ class Runner:
                 info = {**variant.info, "engine": engine.describe(), "build_seconds": round(time.time() - tb, 2)}
                 store.set_variant(vname, info)
             elif vname not in store.variants():  # never built: every answer shared with base
+                base_info = store.variants().get(BASE, {})
                 store.set_variant(vname, {
                     "strategy": vname, "config": strategy.config(), "requested": strategy.requested(),
-                    "built": False, "notes": ["not built: every answer of this run was shared with the base variant"],
+                    "built": False,
+                    # a KV-cache setting keeps the base weights: the weights' footprint is base's
+                    "memory_footprint_bytes": base_info.get("memory_footprint_bytes"),
+                    "architecture": base_info.get("architecture"), "n_parameters": base_info.get("n_parameters"),
+                    "measured": {}, "build_seconds": 0.0,
+                    "notes": ["not built: every answer of this run was shared with the base variant; memory "
+                              "footprint = the base weights' (its KV cache is quantized only when it generates)"],
                 })
             vinfo = store.variants().get(vname, {})
             summary["variants"].setdefault(vname, {})
@@ -395,7 +402,7 @@ class Runner:
             "benchmark": {
                 "name": b.name, "title": b.title, "version": b.version, "kind": b.kind, "options": b.options,
                 "primary_metric": b.primary_metric, "primary_description": b.primary_description,
-                "higher_is_more_biased": b.higher_is_more_biased, "outcome": b.outcome,
+                "higher_is_more_biased": b.higher_is_more_biased, "neutral": b.neutral, "outcome": b.outcome,
             },
             "model": {k: model_info.get(k) for k in ("model_id", "source_kind", "revision", "fingerprint")},
             "variant": {
@@ -412,7 +419,7 @@ class Runner:
                 "dtype": dtype, "device": device, "chat_template": chat, "seed": cfg.seed,
                 "engine": vinfo.get("engine", {}),
             },
-            "data": [{"file": rel, "path": str(rf.path), "sha256": rf.sha256, "origin": rf.origin, "checksum_verified": rf.verified,
+            "data": [{"file": rel, "path": str(Path(rf.path).absolute()), "sha256": rf.sha256, "origin": rf.origin, "checksum_verified": rf.verified,
                       "checksum": rf.checksum, "upstream_sha256": rf.expected_sha256}
                      for rel, rf in files.items()],
             "data_quirks": dict(b.quirks),

@@ -43,6 +43,17 @@ _DAMAGED_FIX = ("Move the file away and rerun the same command to recompute ever
 _FULL_CODES = {13}  # SQLITE_FULL
 
 
+def _nearly_full(path: Path, margin: int = 1 << 20) -> bool:
+    """True when the file system holding ``path`` has less than ``margin`` bytes free."""
+    import os
+
+    try:
+        st = os.statvfs(path.parent if not path.is_dir() else path)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < margin
+
+
 @contextmanager
 def _guard(path: Path, what: str) -> Iterator[None]:
     """Turn SQLite and OS failures into one-line BiasshiftErrors naming the store and what to do."""
@@ -54,7 +65,9 @@ def _guard(path: Path, what: str) -> Iterator[None]:
         if code in _FULL_CODES or "disk is full" in msg or "disk I/O error" in msg:
             import errno
 
-            raise DiskError(OSError(errno.EIO if "I/O" in msg else errno.ENOSPC, f"SQLite: {msg}"), what, path) from None
+            # SQLite reports a full disk met while growing its WAL/shm files as a plain "disk I/O error"
+            full = "I/O" not in msg or _nearly_full(path)
+            raise DiskError(OSError(errno.ENOSPC if full else errno.EIO, f"SQLite: {msg}"), what, path) from None
         if isinstance(exc, sqlite3.OperationalError) and "locked" in msg:
             raise StoreError(f"{what} failed: {path} is locked by another process ({msg}); wait and rerun") from None
         raise StoreError(f"{what} failed: {path} is damaged or not a biasshift run store ({msg}). {_DAMAGED_FIX}") from None
