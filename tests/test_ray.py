@@ -25,6 +25,7 @@ def snapshot(out: Path) -> tuple[list, dict, dict]:
     for p in sorted((out / "results").rglob("*.json")):
         d = json.loads(p.read_text())
         results[str(p.relative_to(out))] = {k: d[k] for k in ("metrics", "per_group", "rates", "primary", "n", "variant")}
+        results[str(p.relative_to(out))]["variant"].pop("build_seconds", None)  # a timing, not a result
     summary = json.loads((out / "summary.json").read_text())
     summary.pop("seconds")
     units = {str(p.relative_to(out)): p.read_text() for p in sorted((out / "units").rglob("*.jsonl"))}
@@ -41,9 +42,11 @@ def ray_cluster():
 def test_ray_executor_equals_local(tiny_dir, tmp_path, ray_cluster):
     from biasshift.runner import RunConfig, Runner
 
+    # kv8 would take its scoring answers from base (shared_with_base); recompute them here so that both
+    # variants run as Ray tasks (sharing under Ray: test_ray_shares_base_answers)
     def cfg(executor: str, out: Path) -> RunConfig:
         return RunConfig(model=str(tiny_dir), strategies=STRATEGIES, benchmarks=BENCHES, out=out, data_dir=FIXTURE_DATA,
-                         batch_size=4, device="cpu", executor=executor)
+                         batch_size=4, device="cpu", executor=executor, share_base_answers=False)
 
     logs: list[str] = []
 
@@ -75,6 +78,30 @@ def test_ray_executor_equals_local(tiny_dir, tmp_path, ray_cluster):
     Runner(cfg("ray", tmp_path / "ray"), console=Console(), progress=False).run()
     assert not any("variant task" in m for m in logs)
     assert snapshot(tmp_path / "ray")[:2] == local[:2]
+
+
+def test_ray_shares_base_answers(tiny_dir, tmp_path, ray_cluster):
+    """With sharing on, kv8 has nothing to compute on scoring benchmarks: no Ray task for it; the driver copies
+    base's answers and the results equal a recomputation."""
+    from biasshift.runner import RunConfig, Runner
+
+    logs: list[str] = []
+
+    class Console:
+        def print(self, msg, **kw):
+            logs.append(str(msg))
+
+    def cfg(out: Path, share: bool) -> RunConfig:
+        return RunConfig(model=str(tiny_dir), strategies=STRATEGIES, benchmarks=BENCHES, out=out, data_dir=FIXTURE_DATA,
+                         batch_size=4, device="cpu", executor="ray", share_base_answers=share)
+
+    Runner(cfg(tmp_path / "shared", True), console=Console(), progress=False).run()
+    assert any("ray: 1 variant task(s) (base)" in m for m in logs), logs
+    assert any("answers shared with base" in m for m in logs)
+    for b in BENCHES:
+        doc = json.loads((tmp_path / "shared" / "results" / "kv8" / f"{b}.json").read_text())
+        base = json.loads((tmp_path / "shared" / "results" / "base" / f"{b}.json").read_text())
+        assert doc["answers"] == "shared with base" and doc["primary"] == base["primary"]
 
 
 def test_a_stored_request_that_changed_is_refused(tiny_dir, tmp_path, ray_cluster):
