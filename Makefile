@@ -40,22 +40,23 @@ CALIB_TXT := $(DATA_DIR)/calibration/wikitext-2-raw-test.hf-rows-crlf.txt
 CALIB ?= $(if $(wildcard $(CALIB_TXT)),$(CALIB_TXT),c4)
 # the perplexity quality anchor on the staged WikiText text (offline); without it, WikiText-2 would come from
 # the hub as Parquet, which needs pyarrow (not a dependency): then the demo leaves perplexity out
-PPL_TEXT := $(if $(wildcard $(CALIB_TXT)),--option perplexity.text=calibration/wikitext-2-raw-test.hf-rows-crlf.txt --limit-for perplexity=16,)
+PPL_TEXT := $(if $(wildcard $(CALIB_TXT)),--option perplexity.text=calibration/wikitext-2-raw-test.hf-rows-crlf.txt --limit-for perplexity=12,)
 comma := ,
 PPL_BENCH := $(if $(wildcard $(CALIB_TXT)),$(comma)perplexity,)
 DEMO_COMMON = --model $(SMOLLM2) --strategies $(DEMO_STRATEGIES) --out $(DEMO_OUT) --dtype float32 \
-	--calib-data $(CALIB) --calib-samples 32 --calib-seqlen 512 $(DATA_FLAGS) --skip-unavailable
-DEMO_SCORING_LIMITS ?= --limit-for crows_pairs=300 --limit-for discrim_eval=2 --limit-for bbq=2 \
-	--limit-for dialect_ppl=300 --limit-for global_opinion_qa=100
-DEMO_GEN_LIMITS ?= --limit-for dt_stereotyping=16 --limit-for discrim_eval_gen=12 --limit-for worldbench=16 \
-	--limit-for bold=20
+	--calib-data $(CALIB) --calib-samples 16 --calib-seqlen 512 $(DATA_FLAGS) --skip-unavailable
+DEMO_SCORING_LIMITS ?= --limit-for crows_pairs=300 --limit-for discrim_eval=1 --limit-for bbq=1 \
+	--limit-for dialect_ppl=150 --limit-for global_opinion_qa=100
+DEMO_GEN_LIMITS ?= --limit-for dt_stereotyping=12 --limit-for discrim_eval_gen=8 --limit-for worldbench=12 \
+	--limit-for bold=16
 
 demo: smollm2
 	$(BIN)/biasshift run $(DEMO_COMMON) $(DEMO_SCORING_LIMITS) $(PPL_TEXT) \
 		--benchmarks crows_pairs,discrim_eval,bbq,global_opinion_qa,dialect_ppl$(PPL_BENCH) $(DEMO_ARGS)
 	# generation on the chat template: SmolLM2-Instruct gives no usable answer to the raw DT prompt
 	$(BIN)/biasshift run $(DEMO_COMMON) $(DEMO_GEN_LIMITS) --chat-template on \
-		--option dt_stereotyping.max_new_tokens=48 --option bold.max_new_tokens=32 --option discrim_eval_gen.max_new_tokens=64 --option worldbench.max_new_tokens=32 \
+		--option dt_stereotyping.max_new_tokens=40 --option bold.max_new_tokens=24 --option discrim_eval_gen.max_new_tokens=48 \
+		--option worldbench.max_new_tokens=24 --option bold.domains=gender --option bold.min_group_n=4 \
 		--benchmarks dt_stereotyping,discrim_eval_gen,worldbench,bold $(DEMO_ARGS)
 	$(BIN)/biasshift report $(DEMO_OUT) --format terminal,html,md,csv,json
 

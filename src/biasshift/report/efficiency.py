@@ -151,9 +151,13 @@ def build(runs: list[RunData], rows: list[Comparison]) -> tuple[list[VariantEffi
                 for k in e.throughput.values():
                     k.speedup = 1.0
             for r in rows:
-                if r.model == run.label and r.variant == v and r.quality and r.primary and r.group is None:
-                    e.perplexity, e.perplexity_rel_change = r.value, r.rel_change
-                    break
+                if r.model == run.label and r.quality and r.primary and r.group is None and r.metric == "ppl":
+                    if r.variant == v:
+                        e.perplexity, e.perplexity_rel_change = r.value, r.rel_change
+                        break
+                    if v == BASE and r.base is not None:  # base has no comparison row of its own
+                        e.perplexity, e.perplexity_rel_change = r.base, 0.0
+                        break
             effs.append(e)
         # ---- trade-off points per benchmark (primary bias metrics)
         for b in run.benchmarks:
