@@ -38,6 +38,7 @@ from .. import classifiers as clf_registry
 from ..errors import BiasshiftError, ConfigError, DataError
 from .base import Benchmark, BenchmarkResult, Item, RequestContext, mean
 from .generation import decoding, text_metrics
+from .io import read_json
 
 DOMAINS = ("gender", "political_ideology", "profession", "race", "religious_ideology")
 BOLD_COMMIT = "3ad652c773f5d1e30d5f6f61657ed934d768ecad"
@@ -102,14 +103,7 @@ class Bold(Benchmark):
         return items
 
     def _load_file(self, path: Path, domain: str) -> list[Item]:
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise DataError(f"invalid JSON: {exc.msg} at column {exc.colno}", path=path, row=exc.lineno) from None
-        except UnicodeDecodeError as exc:
-            raise DataError(f"not UTF-8 text ({exc.reason})", path=path) from None
-        except OSError as exc:
-            raise DataError(f"cannot read: {exc.strerror}", path=path) from None
+        data = read_json(path)
         if not isinstance(data, dict) or not data:
             raise DataError("expected a non-empty object {group: {name: [prompts...]}}", path=path)
         items = []

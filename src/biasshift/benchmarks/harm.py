@@ -45,6 +45,15 @@ def classifier_notes(info: dict[str, Any] | None, units: Sequence[dict[str, Any]
     return [f"classifier: {', '.join(names) or 'no units'}"]
 
 
+def per_item(flat: Sequence[Any], texts: Sequence[Sequence[str]]) -> list[list[Any]]:
+    """Cut classifier outputs for all samples of all items (one flat batch) back into one list per item."""
+    out, k = [], 0
+    for ts in texts:
+        out.append(list(flat[k:k + len(ts)]))
+        k += len(ts)
+    return out
+
+
 def group_range(groups: dict[str, dict[str, Any]], key: str, min_n: int) -> float | None:
     vals = [g[key] for g in groups.values() if g.get("n", 0) >= min_n and g.get(key) is not None]
     return max(vals) - min(vals) if len(vals) >= 2 else None

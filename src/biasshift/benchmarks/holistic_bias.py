@@ -27,7 +27,6 @@ for ``regard``; groups: ``axis`` (the 13 HolisticBias axes plus ``null``, primar
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from ..data import DataFile
 from ..errors import ConfigError, DataError
 from .base import Item
 from .harm import load_classifier
+from .io import read_json
 from .regard import TEMPLATES, RegardBase
 
 _HB = ("https://raw.githubusercontent.com/facebookresearch/ResponsibleNLP/0ec714eb084217f44cd9ac466d9e988c795302f9/"
@@ -58,19 +58,10 @@ def article(word: str) -> str:
     return "an" if word[:1].lower() in "aeiou" else "a"
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"invalid JSON: {exc.msg} at column {exc.colno}", path=path, row=exc.lineno) from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"not UTF-8 text ({exc.reason})", path=path) from None
-    except OSError as exc:
-        raise DataError(f"cannot read: {exc.strerror}", path=path) from None
 
 
 def read_nouns(path: Path) -> dict[str, list[tuple[str, str]]]:
-    data = _read_json(path)
+    data = read_json(path)
     if not isinstance(data, dict) or not data:
         raise DataError("expected an object {gender: [[singular, plural], ...]}", path=path)
     out: dict[str, list[tuple[str, str]]] = {}
@@ -90,7 +81,7 @@ def noun_phrases(descriptors_path: Path, nouns_path: Path, standalone_path: Path
     all_nouns = [(g, s) for g, pairs in nouns.items() for s, _ in pairs]
     rows: list[dict[str, str]] = [{"axis": "null", "bucket": NONE, "descriptor": NONE, "noun": s, "type": "noun",
                                    "noun_phrase": f"{article(s)} {s}"} for _, s in all_nouns]
-    desc = _read_json(descriptors_path)
+    desc = read_json(descriptors_path)
     if not isinstance(desc, dict) or not desc:
         raise DataError("expected an object {axis: {bucket: [descriptors]}}", path=descriptors_path)
     for axis, buckets in desc.items():
@@ -115,7 +106,7 @@ def noun_phrases(descriptors_path: Path, nouns_path: Path, standalone_path: Path
                     if gender is None or gender == g:
                         rows.append({"axis": axis, "bucket": bucket, "descriptor": d, "noun": s, "type": "descriptor_noun",
                                      "noun_phrase": f"{art} {d} {s}"})
-    stand = _read_json(standalone_path)
+    stand = read_json(standalone_path)
     if not isinstance(stand, dict):
         raise DataError("expected an object {axis: [noun phrases]}", path=standalone_path)
     for axis, entries in stand.items():

@@ -109,6 +109,18 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number (NaN/Infinity are not valid JSON values)")
 
 
+def read_json(path: Path) -> Any:
+    """A whole-file JSON document; syntax errors name the line, encoding and I/O errors the file."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"invalid JSON: {exc.msg} at column {exc.colno}", path=path, row=exc.lineno) from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"not UTF-8 text ({exc.reason})", path=path) from None
+    except OSError as exc:
+        raise DataError(f"cannot read: {exc.strerror}", path=path) from None
+
+
 def require_text(row: dict[str, Any], field: str, path: Path, lineno: int) -> str:
     v = row.get(field)
     if v is None or not str(v).strip():

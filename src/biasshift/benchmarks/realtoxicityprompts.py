@@ -32,7 +32,7 @@ from ..engine.requests import Keyed, Prompt
 from ..errors import ConfigError, DataError
 from .base import Benchmark, BenchmarkResult, Item, RequestContext, mean
 from .generation import decoding, text_metrics
-from .harm import TOXIC, CLASSIFIER_OPTIONS, check_classifier_options, classifier_notes, load_classifier
+from .harm import TOXIC, CLASSIFIER_OPTIONS, check_classifier_options, classifier_notes, load_classifier, per_item
 from .io import read_jsonl
 
 _DT = "https://raw.githubusercontent.com/AI-secure/DecodingTrust/161ae8321ced62f45fcd9ceb412e05b47c603cd4/data/toxicity/user_prompts/"
@@ -143,10 +143,8 @@ class RealToxicityPrompts(Benchmark):
         texts = [[s["text"] for s in responses[it.id]["samples"]] for it in items]
         flat = clf.scores([t for ts in texts for t in ts])
         self.classifier_info = info = clf.info()
-        out, k = [], 0
-        for it, ts in zip(items, texts):
-            tox = flat[k:k + len(ts)]
-            k += len(ts)
+        out = []
+        for it, ts, tox in zip(items, texts, per_item(flat, texts)):
             out.append({"unit": it.id, "subset": it.fields["subset"], "prompt_toxicity": it.fields["prompt_toxicity"],
                         "texts": ts, "toxicities": tox, "max_toxicity": max(tox), "outcome": max(tox),
                         "classifier": info["name"]})

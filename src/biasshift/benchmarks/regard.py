@@ -34,7 +34,8 @@ from ..errors import ConfigError, DataError
 from .. import classifiers
 from .base import Benchmark, BenchmarkResult, Item, RequestContext
 from .generation import decoding, text_metrics
-from .harm import CLASSIFIER_OPTIONS, check_classifier_options, classifier_notes, group_range, load_classifier
+from .harm import (CLASSIFIER_OPTIONS, check_classifier_options, classifier_notes, group_range, load_classifier,
+                   per_item)
 
 DEMOGRAPHICS_FILE = DataFile(
     rel="regard/demographics.txt",
@@ -103,10 +104,8 @@ class RegardBase(Benchmark):
                   for it, ts in zip(items, texts) for t in ts]
         flat = clf.labels(inputs)
         self.classifier_info = info = clf.info()
-        out, k = [], 0
-        for it, ts in zip(items, texts):
-            labels = flat[k:k + len(ts)]
-            k += len(ts)
+        out = []
+        for it, ts, labels in zip(items, texts, per_item(flat, texts)):
             out.append({"unit": it.id, **{f: it.fields[f] for f in self.group_fields}, "texts": ts, "labels": labels,
                         "negative": labels.count("negative") / len(labels), "classifier": info["name"]})
         return out

@@ -22,7 +22,6 @@ scores >= 0.5 (B's "ratio"). Primary ``toxicity_gap``: max - min over target gro
 
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,8 +32,9 @@ from ..engine.requests import Keyed, Prompt
 from ..errors import ConfigError, DataError
 from .base import Benchmark, BenchmarkResult, Item, RequestContext, mean
 from .generation import decoding, text_metrics
+from .io import read_json
 from .harm import (CLASSIFIER_OPTIONS, check_classifier_options, classifier_notes, group_range, load_classifier,
-                   share_at_least)
+                   per_item, share_at_least)
 
 _SAFENLP = "https://raw.githubusercontent.com/microsoft/SafeNLP/e351b6cb892284cf843b88e363b1a6dbaded584e/data/toxiGen.json"
 _TOXIGEN = "https://raw.githubusercontent.com/microsoft/TOXIGEN/01517e814639e0334c920a3c502036c8158aac87/prompts/"
@@ -132,14 +132,7 @@ class ToxiGen(Benchmark):
         return items
 
     def _load_safenlp(self, path: Path) -> list[Item]:
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise DataError(f"invalid JSON: {exc.msg} at column {exc.colno}", path=path, row=exc.lineno) from None
-        except UnicodeDecodeError as exc:
-            raise DataError(f"not UTF-8 text ({exc.reason})", path=path) from None
-        except OSError as exc:
-            raise DataError(f"cannot read: {exc.strerror}", path=path) from None
+        data = read_json(path)
         if not isinstance(data, list) or not data:
             raise DataError("expected a non-empty JSON list of statements", path=path)
         items, empty, no_group, seen = [], 0, 0, set()
@@ -210,10 +203,8 @@ class ToxiGen(Benchmark):
         texts = [[s["text"] for s in responses[it.id]["samples"]] for it in items]
         flat = clf.scores([t for ts in texts for t in ts])
         self.classifier_info = info = clf.info()
-        out, k = [], 0
-        for it, ts in zip(items, texts):
-            tox = flat[k:k + len(ts)]
-            k += len(ts)
+        out = []
+        for it, ts, tox in zip(items, texts, per_item(flat, texts)):
             out.append({"unit": it.id, "groups": it.fields["groups"], "label": it.fields["label"], "texts": ts,
                         "toxicities": tox, "toxicity": sum(tox) / len(tox), "classifier": info["name"]})
         return out
