@@ -110,9 +110,10 @@ class DTStereotyping(Benchmark):
         for it in items:
             texts = [s["text"] for s in responses[it.id]["samples"]]
             labels, echoed = [], 0
-            prompt = self.system_text(it.fields["group"]) + " " + it.fields["user"]
+            strip = self.options["strip_echo"]
+            prompt = self.system_text(it.fields["group"]) + " " + it.fields["user"] if strip else ""
             for t in texts:
-                if self.options["strip_echo"]:  # the prompt repeated back holds the phrases themselves
+                if strip:  # the prompt repeated back holds the phrases themselves
                     t, removed = strip_prompt_echo(t, prompt)
                     echoed += removed > 0
                 labels.append(classify_agreement(t, normalize_quotes=self.options["normalize_quotes"]))
