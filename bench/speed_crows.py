@@ -106,7 +106,7 @@ def main() -> None:
     dt = time.perf_counter() - t
     units = bench.units(items, answers)
     res = bench.compute(units).metrics
-    eng_sum = {k: a["sum"] for k, a in answers.items()}
+    eng_sum = {k: a.sum for k, a in answers.items()}
     out["methods"]["engine"] = {"seconds": dt, "tok_per_s": n_tokens / dt, "batches": engine.stats.batches,
                                 "pct_sum": res["pct_stereotype_sum_score"], "pct_mean": res["pct_stereotype_mean_score"]}
 
@@ -124,13 +124,13 @@ def main() -> None:
         more_less = [(naive[f"{it.id}/more"], naive[f"{it.id}/less"]) for it in items]
         out["methods"]["naive"] = {
             "seconds": dt, "tok_per_s": n_tokens / dt,
-            "pct_sum": pct([m[0] > l[0] for m, l in more_less]), "pct_mean": pct([m[1] > l[1] for m, l in more_less]),
+            "pct_sum": pct([m[0] > s[0] for m, s in more_less]), "pct_mean": pct([m[1] > s[1] for m, s in more_less]),
             "max_abs_diff_sum_vs_engine": max(abs(naive[k][0] - eng_sum[k]) for k in naive),
         }
 
     # (c) lm-evaluation-harness
     try:
-        import lm_eval  # noqa: F401
+        import lm_eval
     except ImportError:
         lm_eval = None
     if args.skip_lmeval:

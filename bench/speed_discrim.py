@@ -90,7 +90,7 @@ def main() -> None:
         got: dict[str, dict] = {}
         eng.run(reqs, lambda rs: got.update({k.key: a for k, a in rs}))
         lab = reqs[0].request.choices[0]
-        return {k: a["probs"][lab] for k, a in got.items()}
+        return {k: a.probs[lab] for k, a in got.items()}
 
     sizes = [int(x) for x in args.batch_sizes.split(",") if x.strip()]
     times: dict[str, list[float]] = {"naive": [], **{f"engine_bs{b}": [] for b in sizes}}

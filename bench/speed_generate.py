@@ -69,7 +69,7 @@ def main() -> None:
         eng = HFEngine(model, tok, batch_size=bs)
         got: dict[str, str] = {}
         t = time.perf_counter()
-        eng.run(reqs, lambda rs: got.update({k.key: r["samples"][0]["text"] for k, r in rs}))
+        eng.run(reqs, lambda rs, got=got: got.update({k.key: r.samples[0].text for k, r in rs}))
         dt = time.perf_counter() - t
         texts[bs] = got
         out["runs"][str(bs)] = {"seconds": dt, "new_tokens": eng.stats.generated_tokens,

@@ -1,7 +1,7 @@
 """Synthetic run directories for the report and gate tests.
 
-Result documents are written by the runner's own ``_result_doc`` from the real benchmark classes'
-``compute`` on hand-chosen unit records, so values, units and documents are consistent.
+Result documents are built by ``biasshift.results.build_result_doc`` (what the runner writes) from the real
+benchmark classes' ``compute`` on hand-chosen unit records, so values, units and documents are consistent.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from biasshift import benchmarks as registry
-from biasshift.runner import RunConfig, Runner, _write_json, _write_jsonl
+from biasshift.results import build_result_doc
+from biasshift.runner import RunConfig, _write_json, _write_jsonl
 
 
 # ------------------------------------------------------------------------------------------ unit makers
@@ -95,7 +96,6 @@ def write_run(root: Path, variants: dict[str, dict[str, list[dict[str, Any]]]], 
     options = options or {}
     benches = list(dict.fromkeys(b for bu in variants.values() for b in bu))
     cfg = RunConfig(model=model, strategies=list(variants), benchmarks=benches, out=root, options=options)
-    runner = Runner(cfg)
     model_info = {"model_id": model, "source_kind": "hub", "revision": "abc", "fingerprint": f"hub:{model}@abc"}
     summary: dict[str, Any] = {"model": model_info, "variants": {}, "skipped": {}}
     _write_json(root / "config.json", json.loads(cfg.model_dump_json()))
@@ -106,8 +106,8 @@ def write_run(root: Path, variants: dict[str, dict[str, list[dict[str, Any]]]], 
             res = b.compute(units)
             vinfo = {"strategy": v, "config": {"bits": 8} if v != "base" else {}, **variant_info.get(v, {})}
             tp = (throughput.get(v) or {}).get(name, NO_THROUGHPUT)
-            doc = runner._result_doc(b, res, v, vinfo, model_info, {}, False, "float32", "cpu", len(units), len(units), 0.0,
-                                     dict(tp or NO_THROUGHPUT))
+            doc = build_result_doc(b, res, v, vinfo, model_info, {}, False, "float32", "cpu", len(units), len(units), 0.0,
+                                   dict(tp or NO_THROUGHPUT), seed=cfg.seed, limit=cfg.limit_of(name)).model_dump(mode="json")
             if tp is None:
                 doc.pop("throughput", None)
             _write_json(root / "results" / v / f"{name}.json", doc)
@@ -142,14 +142,20 @@ def write_generation_benchmark(root: Path, name: str, texts: dict[str, str], pro
     groups = group_names or ["g1"]
     store = RunStore(root / "store.sqlite")
     for v, text in texts.items():
-        doc = {
-            "schema_version": 1,
-            "benchmark": {"name": name, "title": name, "kind": "generation", "options": {}, "primary_metric": "score",
-                          "higher_is_more_biased": True, "outcome": "continuous"},
-            "model": {"model_id": "m"}, "variant": {"name": v, "strategy": v}, "n": 1,
+        doc = {  # a complete result document (biasshift.results.ResultDoc) of a benchmark the registry does not know
+            "schema_version": 1, "created": "2026-12-01T00:00:00+00:00",
+            "benchmark": {"name": name, "title": name, "version": "1", "kind": "generation", "options": {},
+                          "primary_metric": "score", "primary_description": "", "higher_is_more_biased": True,
+                          "neutral": None, "outcome": "continuous"},
+            "model": {"model_id": "m", "source_kind": "hub", "revision": None, "fingerprint": None},
+            "variant": {"name": v, "strategy": v, "config": {}, "memory_footprint_bytes": None, "architecture": None,
+                        "n_parameters": None, "build_seconds": None},
+            "inference": {"dtype": "float32", "device": "cpu", "chat_template": False, "seed": 0, "engine": {}},
+            "data": [], "data_quirks": {}, "data_skipped": {}, "limit": None, "n_items": 1, "n_requests": 1,
+            "answers": "computed", "n": 1,  # no throughput: written as by a run before it was measured
             "primary": {"metric": "score", "value": 0.5}, "metrics": {"score": 0.5, "text_avg_length_words": 3.0},
             "per_group": {"region": {g: {"score": 0.5, "n": 1} for g in groups}},
-            "rates": {"refusal_rate": 0.25}, "notes": [],
+            "rates": {"refusal_rate": 0.25}, "notes": [], "library_versions": {}, "seconds": 0.0,
         }
         _write_json(root / "results" / v / f"{name}.json", doc)
         _write_jsonl(root / "units" / v / f"{name}.jsonl", [{"unit": "u0", "outcome": 0.5}])

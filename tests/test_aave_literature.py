@@ -14,6 +14,7 @@ from biasshift.benchmarks.base import RequestContext
 from biasshift.engine.hf import HFEngine, anchored_tokenize
 from biasshift.errors import ConfigError, DataError
 from conftest import FIXTURE_DATA
+from answers import typed
 
 NAMES = ("Ashby_RedderBlood", "Brown_Clotel", "Fleming_ HopesHighway")
 CHARS = RequestContext(render=lambda p: p.text, seed=0, chat_template=False, tokenize=lambda s: [1] + [ord(c) for c in s])
@@ -57,7 +58,7 @@ def test_metrics_by_hand():
         for r in b.requests(it, CHARS):
             n = len(r.request.ids) - 1
             res[r.key] = {"sum": -(k + 1.0) * n, "mean": -(k + 1.0), "n_tokens": n}  # work 0: 1 nat/token, work 1: 2
-    units = b.units(items[:2], res)
+    units = b.units(items[:2], typed(res))
     n0 = len(items[0].fields["text"])
     assert units[0]["unit"] == "Ashby_RedderBlood" and sum(units[0]["n_tokens"]) == n0
     r = b.compute(units)
@@ -82,7 +83,7 @@ def test_tiny_model_matches_direct_forward(tiny):
     reqs = [r for it in items for r in b.requests(it, ctx)]
     out = {}
     HFEngine(model, tok, batch_size=3).run(reqs, lambda rs: out.update({k.key: r for k, r in rs}))
-    r = b.compute(b.units(items, out))
+    r = b.compute(b.units(items, typed(out)))
     per_window = []
     for it in items:
         ids = anchored_tokenize(tok)(it.fields["text"])

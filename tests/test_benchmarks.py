@@ -15,6 +15,7 @@ from biasshift.benchmarks.global_opinion_qa import GlobalOpinionQA, gini, js_dis
 from biasshift.engine.requests import Prompt
 from biasshift.errors import ConfigError, DataError
 from conftest import FIXTURE_DATA
+from answers import typed
 
 RAW = RequestContext(render=lambda p: p.text, seed=0, chat_template=False)
 
@@ -47,7 +48,7 @@ def test_crows_pairs_metric_by_hand():
     b, items = load(CrowsPairs)
     # mean-score outcomes: T, F, T, tie(F), T, F -> 3/6 = 50%; sum-score outcomes: T, T, T, T, F, F -> 4/6
     res = _crows_responses(items, [0.1, -0.1, 0.2, 0.0, 0.3, -0.5], [1, 1, 1, 2, -1, -3])
-    r = b.compute(b.units(items, res))
+    r = b.compute(b.units(items, typed(res)))
     assert r.value == pytest.approx(50.0)
     assert r.metrics["pct_stereotype_sum_score"] == pytest.approx(100 * 4 / 6)
     assert r.metrics["ties"] == 1
@@ -57,7 +58,7 @@ def test_crows_pairs_metric_by_hand():
     assert r.per_group["bias_type"]["race-color"] == {"pct_stereotype": 100.0, "n": 2}
     assert r.per_group["direction"]["antistereo"]["n"] == 2
     b_sum, _ = load(CrowsPairs, score="sum")
-    assert b_sum.compute(b_sum.units(items, res)).value == pytest.approx(100 * 4 / 6)
+    assert b_sum.compute(b_sum.units(items, typed(res))).value == pytest.approx(100 * 4 / 6)
 
 
 def test_crows_pairs_errors_name_file_row_field(tmp_path):
@@ -97,7 +98,7 @@ def test_discrim_eval_metric_by_hand():
     for it in items:
         p = 0.7 if it.unit == "q3" else 0.5 + 0.1 * g_idx[it.fields["gender"]] + 0.05 * (it.fields["race"] == "Black")
         res[it.id] = {"probs": {"yes": p, "no": 1 - p}, "strict": {"yes": p, "no": 1 - p}, "mass_outside": 0.25}
-    r = b.compute(b.units(items, res))
+    r = b.compute(b.units(items, typed(res)))
     # q0 range = 0.75 - 0.5 = 0.25, q3 range = 0 -> mean 0.125
     assert r.value == pytest.approx(0.125)
     assert r.metrics["max_min_strict"] == pytest.approx(0.125)
@@ -123,7 +124,7 @@ def test_discrim_eval_errors(tmp_path):
         load(DiscrimEval, root=tmp_path)
     with pytest.raises(ConfigError, match="policy"):
         DiscrimEval({"policy": "loose"})
-    with pytest.raises(ConfigError, match="no option 'foo'"):
+    with pytest.raises(ConfigError, match=r"^--option discrim_eval\.foo: unknown option for discrim_eval; valid: policy$"):
         DiscrimEval({"foo": "1"})
 
 
@@ -163,7 +164,7 @@ def _goqa_result(min_questions):
         it.id: {"probs": dict(zip("ABCD", model[it.id])), "mass_outside": 0.1 * i}
         for i, it in enumerate(items)
     }
-    return b.compute(b.units(items, res))
+    return b.compute(b.units(items, typed(res)))
 
 
 def test_global_opinion_metric_by_hand():
@@ -193,7 +194,7 @@ def test_global_opinion_length_mismatch_is_counted(tmp_path):
     p.write_text(p.read_text().replace("'Chile': [0.0, 0.0]", "'Chile': [0.5, 0.3, 0.2]"))
     b, items = load(GlobalOpinionQA, root=tmp_path, min_questions=1)
     res = {it.id: {"probs": dict(zip("ABCD", [1 / len(it.fields["options"])] * 4)), "mass_outside": 0} for it in items}
-    assert b.compute(b.units(items, res)).metrics["length_mismatch"] == 1
+    assert b.compute(b.units(items, typed(res))).metrics["length_mismatch"] == 1
 
 
 def test_global_opinion_errors(tmp_path):

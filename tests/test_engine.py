@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from biasshift.engine.requests import answer_to_dict
 from biasshift.engine.hf import HFEngine
 from biasshift.engine.requests import ChoiceRequest, GenerateRequest, Keyed, LoglikRequest
 from biasshift.errors import ConfigError
@@ -29,7 +30,7 @@ PROMPTS = [
 
 def run(engine, reqs):
     out = {}
-    engine.run(reqs, lambda rs: out.update({k.key: r for k, r in rs}))
+    engine.run(reqs, lambda rs: out.update({k.key: answer_to_dict(r) for k, r in rs}))  # JSON form, as stored
     return out
 
 
@@ -169,7 +170,7 @@ def test_resume_batches_have_the_same_composition(tiny):
     batches = eng._batches(reqs, [len(eng.encode(r.request.continuation)) for r in reqs], set())
     first = {reqs[i].key for i in batches[0]}
     part = {}
-    HFEngine(model, tok, batch_size=3).run(reqs, lambda rs: part.update({k.key: r for k, r in rs}), done=first)
+    HFEngine(model, tok, batch_size=3).run(reqs, lambda rs: part.update({k.key: answer_to_dict(r) for k, r in rs}), done=first)
     assert set(part) == set(full) - first
     for k in part:
         assert part[k] == full[k]  # bit-identical: same batch composition

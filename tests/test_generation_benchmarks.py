@@ -14,6 +14,7 @@ from biasshift.benchmarks.dt_stereotyping import DTStereotyping, DTStereotypingS
 from biasshift.benchmarks.worldbench import WorldBench
 from biasshift.cli import app
 from conftest import FIXTURE_DATA
+from answers import typed
 
 RAW = RequestContext(render=lambda p: p.text, seed=0, chat_template=False)
 CHAT = RequestContext(render=lambda p: "|".join(f"{r}:{c}" for r, c in p.messages), seed=0, chat_template=True)
@@ -52,7 +53,7 @@ def test_dt_metric_by_hand():
     assert [it.id for it in items][:4] == ["driving|Women|1", "driving|Women|2", "driving|Muslims|1", "driving|Muslims|2"]
     texts = ["Yes. I agree.", "I disagree.", "I agree.", "As an AI, I refuse to answer that.",
              "I disagree.", "I disagree.", "Sure, I agree.", ""]
-    r = b.compute(b.units(items, answers(items, texts)))
+    r = b.compute(b.units(items, typed(answers(items, texts))))
     assert r.value == pytest.approx(37.5)
     assert r.metrics["disagreement_index"] == pytest.approx(37.5)
     assert r.metrics["no_response_rate"] == pytest.approx(25.0)
@@ -66,7 +67,7 @@ def test_dt_metric_by_hand():
 def test_dt_sampled_aggregates_per_prompt():
     b, items = load(DTStereotypingSampled)
     texts = [["I agree.", "I disagree.", "I agree.", "no", "I agree."]] * len(items)
-    units = b.units(items, answers(items, texts))
+    units = b.units(items, typed(answers(items, texts)))
     assert units[0]["outcome"] == pytest.approx(0.6)
     assert b.compute(units).value == pytest.approx(60.0)
 
@@ -80,7 +81,7 @@ def test_discrim_eval_gen_metric_by_hand():
              "q7|gender": "I cannot make a decision based on gender.",
              "q0|race": "I would choose the Asian person.", "q3|race": "I would select the Asian person.",
              "q7|race": "The Black person is the best choice."}
-    r = b.compute(b.units(items, answers(items, [texts[it.id] for it in items])))
+    r = b.compute(b.units(items, typed(answers(items, [texts[it.id] for it in items]))))
     assert r.metrics["score_gender"] == pytest.approx(0.5)  # man 1, woman 1, non-binary 0 over 2
     assert r.metrics["score_race"] == pytest.approx(2 / 3)  # asian 2, black 1, others 0 over 3
     assert r.value == pytest.approx((0.5 + 2 / 3) / 2)
@@ -90,7 +91,7 @@ def test_discrim_eval_gen_metric_by_hand():
 
 def test_discrim_eval_gen_not_enough_data_is_never_a_number():
     b, items = load(DiscrimEvalGen)
-    r = b.compute(b.units(items, answers(items, ["I cannot choose based on gender or race."] * len(items))))
+    r = b.compute(b.units(items, typed(answers(items, ["I cannot choose based on gender or race."] * len(items)))))
     assert r.value is None and r.metrics["score_gender"] is None
     assert any("not enough data" in n for n in r.notes)
 
@@ -115,7 +116,7 @@ def test_worldbench_metric_by_hand():
     texts = {"Aruba|population": "106,522", "Germany|population": "83 million", "Curacao|population": "300000",
              "Africa Eastern and Southern|population": "I don't know", "Aruba|electricity_access_percent": "100",
              "Chad|electricity_access_percent": "50%", "Sao Tome and Principe|electricity_access_percent": "76"}
-    r = b.compute(b.units(items, answers(items, [texts[f"{it.fields['country']}|{it.fields['type']}"] for it in items])))
+    r = b.compute(b.units(items, typed(answers(items, [texts[f"{it.fields['country']}|{it.fields['type']}"] for it in items]))))
     e_aruba = abs(106522 - 106522.333) / 106522.333
     e_de = 196078 / 83196078
     lac = (e_aruba + 0.5 + 0.0) / 3

@@ -19,6 +19,7 @@ from biasshift.cli import app
 from biasshift.errors import ConfigError, DataError
 from conftest import FIXTURE_DATA
 from test_classifiers import save_classifier
+from answers import typed
 
 RAW = RequestContext(render=lambda p: p.text, seed=0, chat_template=False)
 HUB = "sasha/regardv3"  # syntax only: compute() never loads the classifier
@@ -109,7 +110,7 @@ def test_toxigen_units_use_the_classifier():
 
     b, items = load(ToxiGen)
     texts = [["you are a stupid fucking idiot"], ["have a nice day"], [""], ["ok"], ["fine"], ["the idiot is shit"]]
-    units = b.units(items, answers(items, texts))
+    units = b.units(items, typed(answers(items, texts)))
     expected = predict_prob([t[0] for t in texts])
     assert [u["toxicity"] for u in units] == pytest.approx([float(p) for p in expected])
     assert units[0]["toxicity"] > 0.5 > units[1]["toxicity"] and units[0]["classifier"] == "profanity_check"
@@ -185,7 +186,7 @@ def test_rtp_units_max_over_samples():
 
     b, items = load(RealToxicityPrompts, samples=2)
     texts = [["a nice walk", "you stupid fucking idiot"], ["hello", "thanks"], ["x", "y"], ["a", "b"], ["c", "d"], ["e", "f"]]
-    units = b.units(items, answers(items, texts))
+    units = b.units(items, typed(answers(items, texts)))
     p = [float(x) for x in predict_prob(texts[0])]
     assert units[0]["toxicities"] == pytest.approx(p) and units[0]["max_toxicity"] == pytest.approx(max(p))
     assert units[0]["max_toxicity"] > 0.5 and units[0]["subset"] == "toxic"
@@ -223,7 +224,7 @@ def test_regard_load_with_a_classifier(forced_regard):
     assert sum(it.fields["context"] == "respect" for it in items) == 15
     assert len(TEMPLATES) == 10
     texts = [[" a kind person."]] * len(items)
-    units = b.units(items, answers(items, texts))
+    units = b.units(items, typed(answers(items, texts)))
     assert all(u["labels"] == ["negative"] and u["negative"] == 1.0 for u in units)
     r = b.compute(units)
     assert r.metrics["negative_share"] == 1.0 and r.value == pytest.approx(0.0)

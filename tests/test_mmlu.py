@@ -13,6 +13,7 @@ from biasshift.benchmarks.mmlu import MMLU, SUBJECTS
 from biasshift.engine.hf import HFEngine
 from biasshift.errors import ConfigError, DataError
 from conftest import FIXTURE_DATA
+from answers import typed
 
 RAW = RequestContext(render=lambda p: p.text, seed=0, chat_template=False)
 SUBS = "abstract_algebra,anatomy"
@@ -76,7 +77,7 @@ def test_accuracy_by_hand():
         "anatomy/1": _resp([0.2, 0.2, 0.5, 0.1]),
         "anatomy/2": _resp([0.7, 0.1, 0.1, 0.1]),
     }
-    units = b.units(items, res)
+    units = b.units(items, typed(res))
     assert [u["outcome"] for u in units] == [True, False, True, True, False]
     assert units[1]["pred"] == "B" and units[1]["p_answer"] == 0.3
     r = b.compute(units)
@@ -98,7 +99,7 @@ def test_letter_probabilities_match_the_model(tiny):
     reqs = [r for it in items for r in b.requests(it, RAW)]
     out = {}
     HFEngine(model, tok, batch_size=4).run(reqs, lambda rs: out.update({k.key: r for k, r in rs}))
-    units = b.units(items, out)
+    units = b.units(items, typed(out))
     letter_ids = [tok(" " + x, add_special_tokens=False)["input_ids"][0] for x in "ABCD"]
     for it, u in zip(items, units):
         ids = [tok.bos_token_id] + tok(b.prompt(it).text, add_special_tokens=False)["input_ids"]

@@ -22,6 +22,7 @@ from biasshift.engine.hf import HFEngine, anchored_tokenize
 from biasshift.engine.requests import Keyed, LoglikIdsRequest, LoglikRequest, request_from_dict, request_to_dict
 from biasshift.errors import ConfigError, DataError, DependencyError
 from conftest import FIXTURE_DATA
+from answers import typed
 
 RAW = RequestContext(render=lambda p: p.text, seed=0, chat_template=False)
 
@@ -57,12 +58,12 @@ def test_loglik_ids_matches_forward_and_batched_equals_one_by_one(tiny):
         with torch.no_grad():
             logits = model(torch.tensor([ids])).logits[0]
         lp = torch.log_softmax(logits[:-1].float(), -1).gather(1, torch.tensor(ids[1:])[:, None])[:, 0]
-        assert one[r.key]["n_tokens"] == many[r.key]["n_tokens"] == len(ids) - 1
-        assert one[r.key]["sum"] == pytest.approx(float(lp.sum()), abs=1e-4)
-        assert many[r.key]["sum"] == pytest.approx(one[r.key]["sum"], abs=1e-4)  # float noise only
+        assert one[r.key].n_tokens == many[r.key].n_tokens == len(ids) - 1
+        assert one[r.key].sum == pytest.approx(float(lp.sum()), abs=1e-4)
+        assert many[r.key].sum == pytest.approx(one[r.key].sum, abs=1e-4)  # float noise only
     # anchored at BOS, a whole text scores like a context-free LoglikRequest
     ll = run(HFEngine(model, tok), [Keyed("t", "t", LoglikRequest("", texts[0]))])["t"]
-    assert one["i0"]["sum"] == pytest.approx(ll["sum"], abs=1e-5) and one["i0"]["n_tokens"] == ll["n_tokens"]
+    assert one["i0"].sum == pytest.approx(ll.sum, abs=1e-5) and one["i0"].n_tokens == ll.n_tokens
     d = request_to_dict(reqs[0].request)
     assert request_from_dict(json.loads(json.dumps(d))) == reqs[0].request
     with pytest.raises(ValueError, match="two token ids"):
@@ -133,7 +134,7 @@ def test_bbq_metric_by_hand():
     assert {it.fields["category"] for it in items} == {"Age", "Religion"}
     preds = dict(AGE_PREDS)
     preds.update({it.id: it.fields["unknown"] for it in items if it.fields["category"] == "Religion"})
-    units = b.units(items, _bbq_responses(items, preds))
+    units = b.units(items, typed(_bbq_responses(items, preds)))
     assert len(units) == 3 and units[0]["counts"]["ambig"] == {"n": 2, "correct": 1, "non_unknown": 1, "biased": 1, "no_target": 0}
     r = b.compute(units)
     age = r.per_group["category"]["Age"]
@@ -152,7 +153,7 @@ def test_bbq_metric_by_hand():
     assert b.compute(units + units).metrics == {**r.metrics, "n_examples": 24, "n_templates": 6}
     # length-normalised scoring picks other answers (here: always unknown)
     bm, _ = load(BBQ, categories="Age", score="mean")
-    rm = bm.compute(bm.units([it for it in items if it.id.startswith("Age")], _bbq_responses(items, preds)))
+    rm = bm.compute(bm.units([it for it in items if it.id.startswith("Age")], typed(_bbq_responses(items, preds))))
     assert rm.metrics["acc_ambiguous"] == 1.0 and rm.value == 0.0 and rm.metrics["s_dis"] is None
 
 
@@ -167,16 +168,16 @@ def test_bbq_answer_score_is_the_same_alone_and_batched(tiny):
     eng1 = HFEngine(model, tok, batch_size=1)
     for r in reqs[:6]:
         alone = run(eng1, [r])[r.key]
-        assert alone["n_tokens"] == batched[r.key]["n_tokens"]
-        assert alone["sum"] == pytest.approx(batched[r.key]["sum"], abs=1e-4)  # float noise; the bug is nats
+        assert alone.n_tokens == batched[r.key].n_tokens
+        assert alone.sum == pytest.approx(batched[r.key].sum, abs=1e-4)  # float noise; the bug is nats
         # and it is exactly the answer tokens' log-probability after the prompt
         ctx = tok(r.request.context)["input_ids"]
         full = tok(r.request.context + r.request.continuation)["input_ids"]
         with torch.no_grad():
             lp = torch.log_softmax(model(torch.tensor([full])).logits[0].float(), -1)
         manual = sum(float(lp[p - 1, full[p]]) for p in range(len(ctx), len(full)))
-        assert alone["n_tokens"] == len(full) - len(ctx)
-        assert alone["sum"] == pytest.approx(manual, abs=1e-4)
+        assert alone.n_tokens == len(full) - len(ctx)
+        assert alone.sum == pytest.approx(manual, abs=1e-4)
 
 
 def test_bbq_data_errors(tmp_path):
@@ -263,13 +264,13 @@ def test_bold_units_score_sentiment_and_toxicity():
     b, items = load(Bold, domains="gender")
     texts = ["a wonderful, brilliant and happy career", "a stupid idiot, a terrible and awful failure", "", "in Ohio"]
     responses = {it.id: {"samples": [{"text": t, "n_tokens": 3, "finish": "eos"}]} for it, t in zip(items, texts)}
-    units = b.units(items[:4], responses)
+    units = b.units(items[:4], typed(responses))
     assert units[0]["sentiment"] > 0.5 and units[1]["sentiment"] < -0.5 and units[2]["sentiment"] == 0.0
     assert units[1]["toxicity"] > 0.5 > units[0]["toxicity"]
     assert units[0]["toxicity_classifier"].startswith("alt-profanity-check")
-    off = Bold({"toxicity_model": "none"}).units(items[:1], responses)[0]
+    off = Bold({"toxicity_model": "none"}).units(items[:1], typed(responses))[0]
     assert off["toxicity"] is None and off["toxicity_classifier"].startswith("unavailable")
-    missing = Bold({"toxicity_model": "/nonexistent/classifier"}).units(items[:1], responses)[0]
+    missing = Bold({"toxicity_model": "/nonexistent/classifier"}).units(items[:1], typed(responses))[0]
     assert missing["toxicity"] is None and "unavailable" in missing["toxicity_classifier"]
 
 
@@ -323,7 +324,7 @@ def test_dialect_load_requests_and_metric_by_hand():
             n = len(r.request.ids) - 1
             rate = 2.0 if "/aae/" in r.key else 1.0
             res[r.key] = {"sum": -rate * n, "mean": -rate, "n_tokens": n}
-    units = b.units(items[:2], res)
+    units = b.units(items[:2], typed(res))
     assert units[0]["aae_tokens"] == len(items[0].fields["aae"]) and units[0]["outcome"] == pytest.approx(1.0)
     r = b.compute(units)
     assert r.value == pytest.approx(1.0) and r.metrics["ppl_ratio"] == pytest.approx(math.e)
@@ -362,10 +363,10 @@ def test_perplexity_windows_limit_and_metric(tiny):
     assert [t for r in reqs for t in r.request.ids[1:]] == ids[1:]  # tokenized once, every token a target once
     assert all(len(r.request.ids) == 64 for r in reqs[:-1])
     b2, items2 = load(Perplexity, window=64)
-    b2.select(items2, 3, seed=1)
+    items2 = b2.select(items2, 3, seed=1)  # the selection travels in the item, not in the instance
     picked = [r.key for r in b2.requests(items2[0], ctx)]
     b3, items3 = load(Perplexity, window=64)
-    b3.select(items3, 3, seed=1)
+    items3 = b3.select(items3, 3, seed=1)
     assert len(picked) == 3 and picked == [r.key for r in b3.requests(items3[0], ctx)]
     units = [{"unit": "w0", "nll": 20.0, "n_tokens": 10, "outcome": 2.0}, {"unit": "w1", "nll": 4.0, "n_tokens": 4, "outcome": 1.0}]
     r = b.compute(units)
@@ -382,7 +383,7 @@ def test_perplexity_parquet_download_needs_pyarrow(tmp_path):
         with pytest.raises(DependencyError, match=r"pyarrow.*perplexity/wikitext-2-raw-test.txt"):
             read_text(p)
     else:  # pragma: no cover - pyarrow present: a broken Parquet file is an error of another kind
-        with pytest.raises(Exception):
+        with pytest.raises(Exception):  # noqa: B017 - whatever pyarrow raises for a broken file
             read_text(p)
 
 

@@ -131,11 +131,14 @@ def test_worker_errors_reach_the_driver_as_biasshift_errors(tmp_path, ray_cluste
 
     cfg = RunConfig(model=str(tmp_path / "missing.gguf"), strategies=["base"], benchmarks=["crows_pairs"],
                     out=tmp_path / "r", data_dir=FIXTURE_DATA, device="cpu", executor="ray")
-    runner = SimpleNamespace(cfg=cfg, log=lambda m: None)
-    plan = [(SimpleNamespace(name="crows_pairs"), {}, [], [Keyed("k", "i", LoglikRequest("", "x"))], False)]
+    from biasshift.plan import BenchmarkPlan, PreparedRun, RunPlan
+
+    bench = SimpleNamespace(name="crows_pairs")
+    plan = RunPlan([BenchmarkPlan(bench, {}, [], [Keyed("k", "i", LoglikRequest("", "x"))], False)], {"base": None})
+    run = PreparedRun(cfg, cfg.spec(), None, {}, None, plan)
     with RunStore(tmp_path / "r/store.sqlite") as store:
         with pytest.raises(ModelLoadError, match="missing.gguf"):
-            run_ray(runner, store, plan, {})
+            run_ray(run, store, lambda m: None)
 
 
 def test_cli_executor_ray(tiny_dir, tmp_path, ray_cluster):

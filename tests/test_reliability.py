@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from answers import answer
 from biasshift.cli import app
 from biasshift.errors import BiasshiftError, DataError, DiskError, LockError
 from conftest import FIXTURE_DATA
@@ -260,13 +261,13 @@ def test_store_commit_failure_rolls_back_and_keeps_earlier_batches(tmp_path, mon
 
     s = RunStore(tmp_path / "s.sqlite")
     a, b = Keyed("a", "1", LoglikRequest("", "x")), Keyed("b", "1", LoglikRequest("", "y"))
-    s.put_many("base", "t", [(a, {"sum": -1.0})])
+    s.put_many("base", "t", [(a, answer({"sum": -1.0}))])
     s.conn = _FullConn(s.conn, ("COMMIT",))
     with pytest.raises(DiskError, match="committing a batch of base/t"):
-        s.put_many("base", "t", [(b, {"sum": -2.0})])
+        s.put_many("base", "t", [(b, answer({"sum": -2.0}))])
     s.conn = s.conn._c
-    assert not s.conn.in_transaction and s.responses("base", "t") == {"a": {"sum": -1.0}}
-    s.put_many("base", "t", [(b, {"sum": -2.0})])  # the store still works
+    assert not s.conn.in_transaction and s.responses("base", "t") == {"a": answer({"sum": -1.0})}
+    s.put_many("base", "t", [(b, answer({"sum": -2.0}))])  # the store still works
     assert s.count() == 2
 
 
@@ -467,7 +468,7 @@ def test_discrim_eval_bad_values(tmp_path, override, field):
     p = _discrim(tmp_path, **override)
     with pytest.raises(DataError) as e:
         DiscrimEval().load({EXPLICIT_FILE.rel: p})
-    assert f"row 4" in str(e.value) and f"field '{field}'" in str(e.value) and str(p) in str(e.value)
+    assert "row 4" in str(e.value) and f"field '{field}'" in str(e.value) and str(p) in str(e.value)
 
 
 def _worldbench(tmp_path, edit) -> dict:

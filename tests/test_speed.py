@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from biasshift.engine.requests import answer_to_dict
 from biasshift.engine.hf import HFEngine
 from biasshift.engine.requests import ChoiceRequest, GenerateRequest, Keyed, LoglikRequest
 from biasshift.errors import ConfigError
@@ -39,7 +40,7 @@ def mixed_requests() -> list[Keyed]:
 
 def run(engine: HFEngine, reqs: list[Keyed], done=()) -> dict[str, dict]:
     got: dict[str, dict] = {}
-    engine.run(reqs, lambda rs: got.update({k.key: r for k, r in rs}), done=done)
+    engine.run(reqs, lambda rs: got.update({k.key: answer_to_dict(r) for k, r in rs}), done=done)  # JSON form
     return got
 
 
@@ -133,7 +134,7 @@ def test_auto_batch_oom_backoff_loses_no_work_and_keeps_results(tiny, monkeypatc
         committed.extend(k.key for k, _ in rs)
 
     got: dict[str, dict] = {}
-    eng.run(reqs, lambda rs: (on_batch(rs), got.update({k.key: r for k, r in rs})))
+    eng.run(reqs, lambda rs: (on_batch(rs), got.update({k.key: answer_to_dict(r) for k, r in rs})))
     assert sorted(committed) == sorted(r.key for r in reqs)  # every request answered exactly once
     assert_same_answers(ref, got)
     assert eng.stats.oom_backoffs > 0

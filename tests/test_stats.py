@@ -371,7 +371,7 @@ def test_bootstrap_determinism_and_seed_dependence():
     rng = np.random.default_rng(0)
     base = rng.normal(size=80)
     variant = base + rng.normal(0.2, 1.0, size=80)
-    f = lambda idx: float(np.median(variant[idx] - base[idx]))  # noqa: E731
+    f = lambda idx: float(np.median(variant[idx] - base[idx]))
     a = paired_bootstrap(80, f, n_boot=300, seed=5)
     b = paired_bootstrap(80, f, n_boot=300, seed=5)
     c = paired_bootstrap(80, f, n_boot=300, seed=6)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from answers import answer
 from biasshift.engine.requests import ChoiceRequest, Keyed, LoglikRequest
 from biasshift.errors import StoreError
 from biasshift.store import RunStore
@@ -11,11 +12,11 @@ def test_put_done_and_read_back(tmp_path):
     reqs = [Keyed("a", "1", LoglikRequest("", "x")), Keyed("b", "1", ChoiceRequest("p", ("yes", "no")))]
     with RunStore(tmp_path / "s.sqlite") as st:
         assert st.done("base", "b1", reqs) == set()
-        st.put_many("base", "b1", [(reqs[0], {"sum": -1.5})])
+        st.put_many("base", "b1", [(reqs[0], answer({"sum": -1.5}))])
         assert st.done("base", "b1", reqs) == {"a"}
         assert st.done("int8", "b1", reqs) == set()  # variants are separate
     with RunStore(tmp_path / "s.sqlite") as st:  # persisted
-        assert st.responses("base", "b1") == {"a": {"sum": -1.5}}
+        assert st.responses("base", "b1") == {"a": answer({"sum": -1.5})}
         recs = st.records()
         assert recs[0]["request"] == {"kind": "loglik", "context": "", "continuation": "x"}
         assert st.count() == 1
@@ -23,7 +24,7 @@ def test_put_done_and_read_back(tmp_path):
 
 def test_changed_request_is_refused(tmp_path):
     with RunStore(tmp_path / "s.sqlite") as st:
-        st.put_many("base", "b", [(Keyed("a", "1", LoglikRequest("", "x")), {"sum": 0})])
+        st.put_many("base", "b", [(Keyed("a", "1", LoglikRequest("", "x")), answer({"sum": 0}))])
         with pytest.raises(StoreError, match="base/b/a differs"):
             st.done("base", "b", [Keyed("a", "1", LoglikRequest("", "y"))])
 
@@ -41,7 +42,7 @@ def test_damaged_rows_and_foreign_schema_are_refused_on_open(tmp_path):
 
     p = tmp_path / "s.sqlite"
     with RunStore(p) as st:
-        st.put_many("base", "b", [(Keyed("a", "1", LoglikRequest("", "x")), {"sum": 0})])
+        st.put_many("base", "b", [(Keyed("a", "1", LoglikRequest("", "x")), answer({"sum": 0}))])
     with sqlite3.connect(p) as c:
         c.execute("UPDATE records SET response = '{oops'")
     with pytest.raises(StoreError, match="record base/b/a is not valid JSON"):

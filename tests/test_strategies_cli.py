@@ -46,7 +46,7 @@ def test_cli_runs_every_strategy_end_to_end(tiny_dir, calib_txt, tmp_path):
     assert cfg["calib_samples"] == 4 and cfg["calib_data"] == str(calib_txt) and cfg["quantize_prompt_cache"] is False
     docs = {(v, b): json.loads((out / "results" / v / f"{b}.json").read_text())
             for v in summary["variants"] for b in ("crows_pairs", "discrim_eval")}
-    for (v, b), doc in docs.items():
+    for (v, _b), doc in docs.items():
         var = doc["variant"]
         assert var["name"] == v and var["strategy"] == v
         assert var["memory_footprint_bytes"] > 0 and "measured" in var and "notes" in var

@@ -5,11 +5,10 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-import torch
 
 from biasshift import strategies as S
 from biasshift.engine.hf import HFEngine
-from biasshift.engine.requests import ChoiceRequest, GenerateRequest, Keyed, LoglikRequest
+from biasshift.engine.requests import ChoiceRequest, GenerateRequest, Keyed, LoglikRequest, answer_to_dict
 from biasshift.models import ModelSpec
 from biasshift.strategies.kvcache import effective_group_size, kv_geometry
 
@@ -37,7 +36,8 @@ def run(variant, reqs, batch_size=1, **kw):
     kw.setdefault("quantize_prompt_cache", variant.quantize_prompt_cache)
     eng = HFEngine(variant.model, variant.tokenizer, batch_size=batch_size, **kw)
     out = {}
-    eng.run(reqs, lambda rs: out.update({k.key: r for k, r in rs}))
+    # answers are typed objects; the assertions below read their JSON form
+    eng.run(reqs, lambda rs: out.update({k.key: r if isinstance(r, dict) else answer_to_dict(r) for k, r in rs}))
     return out
 
 

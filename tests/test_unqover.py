@@ -15,6 +15,7 @@ from biasshift.benchmarks.unqover import FILES, UnQover, order_check, win_score
 from biasshift.engine.hf import HFEngine
 from biasshift.errors import ConfigError, DataError
 from conftest import FIXTURE_DATA
+from answers import typed
 
 RAW = RequestContext(render=lambda p: p.text, seed=0, chat_template=False)
 
@@ -100,7 +101,7 @@ def _responses(b, items):
 
 def test_metrics_by_hand():
     b, items = load(categories="religion")
-    units = b.units(items, _responses(b, items))
+    units = b.units(items, typed(_responses(b, items)))
     # the position term cancels: win(s1) = a[s1] - a[s2]
     wins = {(tuple(u["subjects"]), u["attribute"]): u["win"] for u in units}
     assert wins[(("atheist", "christian"), "were poor")] == pytest.approx(1.0)
@@ -143,7 +144,7 @@ def test_win_formula_and_gender_groups():
             name = it.fields["subjects"][0 if s == "s1" else 1]
             q = r.key.split("/")[-2]
             res[r.key] = {"sum": (0.0 if name == "john" else 1.0) * (1 if q == "q" else -1), "mean": 0.0, "n_tokens": 1}
-    r = b.compute(b.units(items, res))
+    r = b.compute(b.units(items, typed(res)))
     assert r.per_group["gender"] == {"female": {"gamma": pytest.approx(1.0), "eta": 1.0, "n": 4},
                                      "male": {"gamma": pytest.approx(-1.0), "eta": -1.0, "n": 4}}
     assert r.per_group["subject"]["gender_occupation:john"]["gamma"] == pytest.approx(-1.0)
@@ -163,7 +164,7 @@ def test_subject_score_matches_the_model(tiny):
             lp = torch.log_softmax(model(torch.tensor([full])).logits[0, :-1].float(), -1)
         tgt = torch.tensor(full[len(ctx):])
         direct = float(lp[len(ctx) - 1:].gather(1, tgt[:, None]).sum())
-        assert out[r.key]["sum"] == pytest.approx(direct, abs=1e-4)
+        assert out[r.key].sum == pytest.approx(direct, abs=1e-4)
 
 
 def test_data_errors(tmp_path):
@@ -188,7 +189,7 @@ def test_report_pairs_and_permutes(tmp_path):
     from report_helpers import write_run
 
     b, items = load(categories="religion")
-    base = b.units(items, _responses(b, items))
+    base = b.units(items, typed(_responses(b, items)))
     var = []
     for u in base:  # the variant doubles every preference: wins and mu double
         sc = {k: 2 * v for k, v in u["scores"].items()}

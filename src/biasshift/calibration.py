@@ -1,6 +1,6 @@
 """Calibration token windows for pruning (Wanda), from C4 or from a local text file.
 
-Sampling follows the Wanda reference procedure (reference spec §5.1): a ``random.Random(seed)``
+Sampling follows the Wanda reference procedure (docs/strategies.md, Wanda pruning): a ``random.Random(seed)``
 draws documents uniformly until one tokenizes to *more than* ``seqlen`` tokens, then a random
 window of exactly ``seqlen`` tokens is taken from it (the window start is drawn from
 ``[0, n_tokens - seqlen - 1]``).  Text is tokenized raw, without special tokens and without a chat

@@ -1,4 +1,4 @@
-"""Text classifiers that score generations (reference spec §6.3): a small registry per metric kind.
+"""Text classifiers that score generations (docs/benchmarks.md, Classifiers for generations): a small registry per metric kind.
 
 A benchmark names its classifier with an option (``--option toxigen.classifier=SPEC``); ``SPEC`` is
 
@@ -187,7 +187,7 @@ class HFClassifier(Classifier):
                 kw["local_files_only"] = True
             self.tokenizer = AutoTokenizer.from_pretrained(source, **kw)
             model = AutoModelForSequenceClassification.from_pretrained(source, dtype=torch.float32, **kw)
-        except Exception as exc:  # noqa: BLE001 - every load failure is reported, never replaced by another classifier
+        except Exception as exc:
             where = "directory" if local else "hub id"
             raise ModelLoadError(f"cannot load the {kind} classifier from {where} {source!r}: {type(exc).__name__}: "
                                  f"{str(exc).splitlines()[0] if str(exc) else ''}"

@@ -116,6 +116,8 @@ def run(
     max_batch_tokens: Annotated[Optional[int], typer.Option(help="also cap each batch at this many padded tokens (rows x longest), so long prompts get smaller batches")] = None,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model forward (CUDA only; an error on CPU)")] = False,
     executor: Annotated[str, typer.Option(help="local, or ray: one Ray task per variant, all writing to the same run store (pip install 'biasshift[ray]')")] = "local",
+    engine: Annotated[str, typer.Option(help="hf (transformers in this process), vllm (a vLLM server in its own environment, docs/engine.md), or auto (per request kind, the faster one)")] = "hf",
+    engine_url: Annotated[Optional[str], typer.Option(help="an already running vLLM server (http://host:port) instead of starting one")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16")] = "auto",
     chat_template: Annotated[str, typer.Option(help="auto (each benchmark's reference setting), on, off")] = "auto",
@@ -140,29 +142,7 @@ def run(
     from .engine.hf import batch_size_arg
     from .runner import RunConfig, Runner
 
-    if chat_template not in ("auto", "on", "off"):
-        raise ConfigError("--chat-template must be auto, on or off")
-    if bos not in ("auto", "always", "never"):
-        raise ConfigError("--bos must be auto, always or never")
-    if executor not in ("local", "ray"):
-        raise ConfigError("--executor must be local or ray")
-    if executor == "ray":
-        import importlib.util
-
-        if importlib.util.find_spec("ray") is None:
-            raise ConfigError("--executor ray needs Ray, an optional dependency: pip install 'biasshift[ray]' (or use --executor local)")
-    if max_batch_tokens is not None and max_batch_tokens < 1:
-        raise ConfigError("--max-batch-tokens must be >= 1")
-    if limit is not None and limit < 1:
-        raise ConfigError(f"--limit must be >= 1 (got {limit}); leave it out to run every unit")
-    if calib_samples < 1 or calib_seqlen < 2:
-        raise ConfigError("--calib-samples must be >= 1 and --calib-seqlen >= 2")
-    if compile:
-        from .models import resolve_device
-
-        if resolve_device(device).type != "cuda":
-            raise ConfigError("--compile needs a CUDA device (torch.compile of the model forward is GPU-only here)")
-    cfg = RunConfig(
+    cfg = RunConfig.build(
         model=model,
         revision=revision,
         strategies=strat_registry.parse_list(strategies),
@@ -172,11 +152,13 @@ def run(
         batch_size=batch_size_arg(batch_size),
         max_batch_tokens=max_batch_tokens,
         compile=compile,
-        executor=executor,  # type: ignore[arg-type]
+        executor=executor,
+        engine=engine,
+        engine_url=engine_url,
         device=device,
         dtype=dtype,
-        chat_template=chat_template,  # type: ignore[arg-type]
-        bos=bos,  # type: ignore[arg-type]
+        chat_template=chat_template,
+        bos=bos,
         out=out,
         data_dir=data_dir,
         seed=seed,
@@ -360,6 +342,42 @@ def diff_cmd(
                     if val:
                         out_console.print(Text(f"  {label + ':':<9}{val}".replace("\n", "\n           ")))
             out_console.print(Text(""))
+
+
+@app.command("sweep")
+@friendly
+def sweep_cmd(
+    run_dirs: Annotated[list[Path], typer.Argument(help="run directories whose variants prune at several rates")],
+    out: Annotated[Optional[Path], typer.Option(help="output folder (default: RUN_DIR/sweep for one run, ./biasshift-sweep for several)")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="comma-separated: terminal, md, csv, json, html (or all)")] = "terminal,md,csv,json,html",
+    n_boot: Annotated[int, typer.Option(help="bootstrap resamples for the CIs")] = 2000,
+    n_perm: Annotated[int, typer.Option(help="random relabellings for permutation tests")] = 5000,
+    seed: Annotated[int, typer.Option(help="seed for the bootstrap and permutations")] = 0,
+    alpha: Annotated[float, typer.Option(help="significance level after Holm's correction")] = 0.05,
+) -> None:
+    """Bias (overall and per group) and perplexity against the pruning rate, with paired CIs and Holm (docs/report.md)."""
+    from .report import build_report
+    from .report.integrity import unique_run_dirs
+    from .report.sweep import build_sweep, parse_sweep_formats, write_sweep
+
+    unique_run_dirs(run_dirs)
+    formats = parse_sweep_formats(fmt)
+    report = build_report(run_dirs, n_boot=n_boot, n_perm=n_perm, seed=seed, alpha=alpha, samples=0, diff_top=0,
+                          log=lambda m: console.print(m, highlight=False, markup=False, soft_wrap=True))
+    sweep = build_sweep(report)
+    if sweep is None:
+        raise ConfigError(f"no compression-rate sweep in {', '.join(str(r) for r in run_dirs)}: it needs >= 2 unstructured "
+                          f"rates of one pruning method (e.g. --strategies 'base,magnitude@0.1:0.5:0.2')")
+    if out is None:
+        out = run_dirs[0] / "sweep" if len(run_dirs) == 1 else Path("biasshift-sweep")
+    try:
+        written = write_sweep(sweep, out, formats, console=out_console)
+    except OSError as exc:
+        from .errors import DiskError
+
+        raise DiskError(exc, "writing the sweep report", exc.filename or out) from None
+    for p in written:
+        out_console.print(f"wrote {p}", highlight=False, markup=False, soft_wrap=True)
 
 
 def main() -> None:  # pragma: no cover

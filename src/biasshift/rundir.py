@@ -8,7 +8,6 @@ process, and (4) turns a full disk into a one-line error while keeping the store
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -190,30 +189,6 @@ def summary_from_results(out: Path) -> dict[str, dict[str, Any]]:
         except (OSError, ValueError, KeyError, TypeError):
             continue
     return variants
-
-
-# ------------------------------------------------------------------------------------------------ options
-def validate_options(bench: Any) -> None:
-    """Decoding options shared by the generation benchmarks, checked before anything runs."""
-    o = bench.options
-    name = bench.name
-
-    def bad(key: str, why: str) -> ConfigError:
-        return ConfigError(f"--option {name}.{key}={o[key]!r}: {why}")
-
-    def num(key: str) -> float:
-        v = o[key]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
-            raise bad(key, "must be a finite number")
-        return float(v)
-
-    for key in ("max_new_tokens", "samples", "window", "min_questions"):
-        if key in o and (isinstance(o[key], bool) or not isinstance(o[key], int) or o[key] < 1):
-            raise bad(key, "must be a whole number >= 1")
-    if "temperature" in o and num("temperature") < 0:
-        raise bad("temperature", "must be >= 0 (0 = greedy)")
-    if "top_p" in o and not 0 < num("top_p") <= 1:
-        raise bad("top_p", "must be in (0, 1]")
 
 
 # ------------------------------------------------------------------------------------------------ prompt length

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .engine.requests import Keyed, request_to_dict
+from .engine.requests import Answer, Keyed, answer_from_dict, answer_to_dict, answer_type, request_to_dict
 from .errors import DiskError, StoreError
 
 SCHEMA_VERSION = 1
@@ -207,12 +207,15 @@ class RunStore:
             keys.add(it.key)
         return keys
 
-    def put_many(self, variant: str, benchmark: str, results: list[tuple[Keyed, dict[str, Any]]]) -> None:
+    def put_many(self, variant: str, benchmark: str, results: list[tuple[Keyed, Answer | dict[str, Any]]]) -> None:
+        """Store a batch of answers in one transaction. An answer must be the typed answer of its request's
+        kind (a JSON dict is accepted and validated into it first), so nothing malformed reaches the store."""
         if not results:
             return
         now = time.time()
         rows = [
-            (variant, benchmark, it.key, it.item_id, _dumps(request_to_dict(it.request)), _dumps(resp), now)
+            (variant, benchmark, it.key, it.item_id, _dumps(request_to_dict(it.request)),
+             _dumps(answer_to_dict(self._typed(it, resp))), now)
             for it, resp in results
         ]
         with _guard(self.path, f"committing a batch of {variant}/{benchmark} to the store"), self._txn():
@@ -221,6 +224,18 @@ class RunStore:
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
+
+    @staticmethod
+    def _typed(it: Keyed, resp: Answer | dict[str, Any]) -> Answer:
+        kind = it.request.kind
+        if isinstance(resp, dict):
+            try:
+                return answer_from_dict(kind, resp)
+            except (KeyError, TypeError) as exc:
+                raise StoreError(f"the answer to {it.key} is not a {kind} answer ({exc})") from None
+        if not isinstance(resp, answer_type(kind)):
+            raise StoreError(f"the answer to {it.key} is a {type(resp).__name__}, not the answer of a {kind} request")
+        return resp
 
     @contextmanager
     def _txn(self) -> Iterator[None]:
@@ -269,12 +284,21 @@ class RunStore:
                 )
         return len(rows)
 
-    def responses(self, variant: str, benchmark: str) -> dict[str, dict[str, Any]]:
+    def responses(self, variant: str, benchmark: str) -> dict[str, Answer]:
+        """Every stored answer of ``variant`` x ``benchmark``, typed by its request's kind."""
         with _guard(self.path, "reading the run store"):
             rows = self.conn.execute(
-                "SELECT key, response FROM records WHERE variant=? AND benchmark=?", (variant, benchmark)
+                "SELECT key, json_extract(request, '$.kind'), response FROM records WHERE variant=? AND benchmark=?",
+                (variant, benchmark),
             ).fetchall()
-        return {k: _loads(r, self.path, f"the answer of {variant}/{benchmark}/{k}") for k, r in rows}
+        out: dict[str, Answer] = {}
+        for k, kind, r in rows:
+            where = f"the answer of {variant}/{benchmark}/{k}"
+            try:
+                out[k] = answer_from_dict(kind, _loads(r, self.path, where))
+            except (KeyError, TypeError) as exc:
+                raise StoreError(f"{self.path}: {where} is not a valid {kind} answer ({exc}). {_DAMAGED_FIX}") from None
+        return out
 
     def records(self, variant: str | None = None, benchmark: str | None = None) -> list[dict[str, Any]]:
         q = "SELECT variant, benchmark, key, item_id, request, response FROM records"
@@ -296,6 +320,39 @@ class RunStore:
             for v, b, k, i, rq, rs in rows
         ]
 
+    # ---------------------------------------------------------------- throughput and sharing (meta)
+    def add_throughput(self, variant: str, benchmark: str, kind: str, requests: int, seconds: float,
+                       forward_tokens: int, generated_tokens: int) -> None:
+        """Accumulate the engine's own measurements for the requests ``variant`` computed (over resumes)."""
+        key = f"throughput/{variant}/{benchmark}"
+        old = self.get_meta(key) or {}
+        self.set_meta(key, {
+            "kind": kind,
+            "requests": int(old.get("requests", 0)) + requests,
+            "seconds": round(float(old.get("seconds", 0.0)) + seconds, 4),
+            "forward_tokens": int(old.get("forward_tokens", 0)) + forward_tokens,
+            "generated_tokens": int(old.get("generated_tokens", 0)) + generated_tokens,
+        })
+
+    def throughput(self, variant: str, benchmark: str, kind: str) -> dict[str, Any]:
+        """What ``add_throughput`` accumulated (zeros when nothing was computed), and whether the answers
+        were shared with another variant."""
+        got = self.get_meta(f"throughput/{variant}/{benchmark}") or {}
+        return {
+            "kind": kind,
+            "requests": int(got.get("requests", 0)),
+            "seconds": float(got.get("seconds", 0.0)),
+            "forward_tokens": int(got.get("forward_tokens", 0)),
+            "generated_tokens": int(got.get("generated_tokens", 0)),
+            "shared_with_base": self.shared_from(variant, benchmark) is not None,
+        }
+
+    def mark_shared(self, variant: str, benchmark: str, source: str, n_answers: int) -> None:
+        self.set_meta(f"shared_with_base/{variant}/{benchmark}", {"from": source, "n_answers": n_answers})
+
+    def shared_from(self, variant: str, benchmark: str) -> dict[str, Any] | None:
+        return self.get_meta(f"shared_with_base/{variant}/{benchmark}")
+
     def count(self, variant: str | None = None, benchmark: str | None = None) -> int:
         q, args = "SELECT COUNT(*) FROM records", []
         if variant is not None and benchmark is not None:
@@ -303,3 +360,79 @@ class RunStore:
             args = [variant, benchmark]
         with _guard(self.path, "reading the run store"):
             return int(self.conn.execute(q, args).fetchone()[0])
+
+
+# ---------------------------------------------------------------- read-only access (the report)
+class StoreReader:
+    """Read-only access to a run's store.sqlite for the report (item texts, sample generations).
+
+    Opens the file read-only (never creates, migrates or locks it for writing); a missing, damaged or
+    unreadable store makes ``available`` False and every lookup return nothing, because the report's
+    statistics never depend on it (it only adds texts for reading)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.conn: sqlite3.Connection | None = None
+        if not self.path.is_file():
+            return
+        try:
+            self.conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            self.conn.execute("SELECT 1 FROM records LIMIT 1").fetchall()
+        except sqlite3.Error:
+            self.close()
+
+    @property
+    def available(self) -> bool:
+        return self.conn is not None
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def __enter__(self) -> "StoreReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _rows(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        if self.conn is None:
+            return []
+        try:
+            return self.conn.execute(sql, args).fetchall()
+        except sqlite3.Error:
+            return []
+
+    @staticmethod
+    def _json(text: Any) -> dict[str, Any] | None:
+        try:
+            v = json.loads(text)
+        except (TypeError, ValueError):
+            return None
+        return v if isinstance(v, dict) else None
+
+    def has(self, variant: str, benchmark: str) -> bool:
+        """True when the store holds any record of ``variant`` x ``benchmark``."""
+        return bool(self._rows("SELECT 1 FROM records WHERE variant=? AND benchmark=? LIMIT 1", (variant, benchmark)))
+
+    def request(self, variant: str, benchmark: str, key: str) -> dict[str, Any] | None:
+        """The stored request (JSON object) of one key; None when absent or unreadable."""
+        rows = self._rows("SELECT request FROM records WHERE variant=? AND benchmark=? AND key=?", (variant, benchmark, key))
+        return self._json(rows[0][0]) if rows else None
+
+    def response(self, variant: str, benchmark: str, key: str) -> dict[str, Any] | None:
+        """The stored answer (JSON object) of one key; None when absent or unreadable."""
+        rows = self._rows("SELECT response FROM records WHERE variant=? AND benchmark=? AND key=?", (variant, benchmark, key))
+        return self._json(rows[0][0]) if rows else None
+
+    def first_requests(self, variant: str, benchmark: str, limit: int) -> list[tuple[str, dict[str, Any]]]:
+        """(key, request) of the first ``limit`` records by key (unreadable requests left out)."""
+        rows = self._rows("SELECT key, request FROM records WHERE variant=? AND benchmark=? ORDER BY key LIMIT ?",
+                          (variant, benchmark, int(limit)))
+        out = []
+        for key, rq in rows:
+            req = self._json(rq)
+            if req is not None:
+                out.append((str(key), req))
+        return out

@@ -1,4 +1,4 @@
-"""Text characteristics of generated responses (spec section 3.7).
+"""Text characteristics of generated responses (docs/parsing.md, Text characteristics).
 
 Repository A does not implement these metrics, so everything here is our own
 definition (documented in ``docs/parsing.md``). All functions are pure and

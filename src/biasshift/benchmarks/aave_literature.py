@@ -1,4 +1,4 @@
-"""Perplexity of the AAVE literature corpus (reference spec §6.5, seed paper 2's dialect perplexity text).
+"""Perplexity of the AAVE literature corpus (docs/benchmarks.md, seed paper 2's dialect perplexity text).
 
 Data: the 52 staged raw texts of jazmiahenry/aave_corpora ``literature_unprocessed/`` (novels and stories by
 African American authors, 1850s-1920s; docs/data.md), ``dialect_ppl_extra/aave_corpora/literature_unprocessed/
@@ -32,11 +32,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from pydantic import Field
+
 from ..data import DataFile
-from ..engine.requests import Keyed, LoglikIdsRequest
-from ..errors import ConfigError, DataError
+from ..engine.requests import Answer, Keyed, LoglikIdsRequest
+from ..errors import DataError
 from .base import Benchmark, BenchmarkResult, Item, RequestContext
-from .perplexity import need_tokenize, ppl_metrics, read_text, windows
+from .perplexity import WindowOptions, need_tokenize, ppl_metrics, read_text, windows
 
 _COMMIT = "8c0b26e7080f5e60bb3fd62b2061972b8941fb23"
 _BASE = f"https://raw.githubusercontent.com/jazmiahenry/aave_corpora/{_COMMIT}/literature_unprocessed"
@@ -118,14 +120,12 @@ class AAVELiterature(Benchmark):
     higher_is_more_biased = True
     is_quality_metric = True
     outcome = "complex"
-    default_options = {"window": 2048, "max_windows": 0}
 
-    def __init__(self, options: dict[str, Any] | None = None) -> None:
-        super().__init__(options)
-        if int(self.options["window"]) < 2:
-            raise ConfigError("option aave_literature.window must be >= 2 tokens")
-        if int(self.options["max_windows"]) < 0:
-            raise ConfigError("option aave_literature.max_windows must be >= 0 (0 = every window)")
+    class Options(WindowOptions, defaults={"window": 2048}):
+        #: score only the first N windows of each work (0 = every window)
+        max_windows: int = Field(0, ge=0)
+
+    options: Options
 
     def load(self, files: dict[str, Path]) -> list[Item]:
         items = []
@@ -143,13 +143,13 @@ class AAVELiterature(Benchmark):
         return items
 
     def requests(self, item: Item, ctx: RequestContext) -> list[Keyed]:
-        wins = windows(need_tokenize(ctx, self.name)(item.fields["text"]), int(self.options["window"]))
-        k = int(self.options["max_windows"])
+        wins = windows(need_tokenize(ctx, self.name)(item.fields["text"]), self.options.window)
+        k = self.options.max_windows
         if k:
             wins = wins[:k]
         return [Keyed(f"{item.id}/w{i:05d}", item.id, LoglikIdsRequest(ids=w)) for i, w in enumerate(wins)]
 
-    def units(self, items: Sequence[Item], responses: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    def units(self, items: Sequence[Item], responses: dict[str, Answer]) -> list[dict[str, Any]]:
         out = []
         for it in items:
             rs = []
@@ -157,8 +157,8 @@ class AAVELiterature(Benchmark):
                 rs.append(responses[f"{it.id}/w{len(rs):05d}"])
             if not rs:
                 raise KeyError(f"{it.id}/w00000")
-            out.append({"unit": it.id, "author": it.fields["author"], "nll": [-r["sum"] for r in rs],
-                        "n_tokens": [r["n_tokens"] for r in rs]})
+            out.append({"unit": it.id, "author": it.fields["author"], "nll": [-r.sum for r in rs],
+                        "n_tokens": [r.n_tokens for r in rs]})
         return out
 
     def compute(self, units: Sequence[dict[str, Any]]) -> BenchmarkResult:
@@ -177,8 +177,8 @@ class AAVELiterature(Benchmark):
         for a, us in sorted(by_author.items()):
             m = ppl_metrics([x for u in us for x in u["nll"]], [x for u in us for x in u["n_tokens"]])
             per_author[a] = {"ppl": m["ppl"], "n_works": len(us), "n_tokens": m["n_tokens"], "n": m["n_windows"]}
-        notes = [f"each work tokenized once after the anchor token, windows of {self.options['window']} tokens "
-                 "(one shared token)" + (f", first {self.options['max_windows']} window(s) per work" if int(self.options["max_windows"]) else "")
+        notes = [f"each work tokenized once after the anchor token, windows of {self.options.window} tokens "
+                 "(one shared token)" + (f", first {self.options.max_windows} window(s) per work" if self.options.max_windows else "")
                  + "; ppl = exp(mean of per-window mean NLL)"]
         return BenchmarkResult(metrics=metrics, primary=self.primary_metric, n_units=len(units),
                                per_group={"work": dict(sorted(per_work.items())), "author": per_author}, notes=notes)

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from ..data import DataFile
-from ..engine.requests import Keyed, Prompt
+from ..engine.requests import Answer, Keyed, Prompt
 from ..errors import ConfigError
+from .options import BenchmarkOptions, parse as parse_options
 
 
 @dataclass(frozen=True)
@@ -78,20 +79,27 @@ class Benchmark:
     #: why ``--benchmarks all`` leaves this benchmark out (it needs a setting only the user can give, e.g. a
     #: classifier that is not shipped); empty = included in ``all``
     not_in_all: ClassVar[str] = ""
-    #: benchmark options with their defaults; users override with --option NAME.KEY=VALUE
+    #: the benchmark's options (a ``BenchmarkOptions`` subclass: typed fields with defaults, unknown keys
+    #: refused); users override them with --option NAME.KEY=VALUE
+    Options: ClassVar[type[BenchmarkOptions]] = BenchmarkOptions
+    #: the defaults as JSON (derived from ``Options``; for listings)
     default_options: ClassVar[dict[str, Any]] = {}
 
-    def __init__(self, options: dict[str, Any] | None = None) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.default_options = cls.Options().model_dump(mode="json")
+
+    def __init__(self, options: dict[str, Any] | BenchmarkOptions | None = None) -> None:
         #: upstream data quirks counted while loading (see count_quirk)
         self.quirks: dict[str, int] = {}
         #: subsets left out because their files could not be had: name -> reason
         self.skipped_subsets: dict[str, str] = {}
-        self.options = dict(self.default_options)
-        for k, v in (options or {}).items():
-            if k not in self.default_options:
-                known = ", ".join(sorted(self.default_options)) or "none"
-                raise ConfigError(f"benchmark {self.name} has no option {k!r} (options: {known})")
-            self.options[k] = _coerce(v, self.default_options[k], f"{self.name}.{k}")
+        #: the validated options (strings from the command line coerced; a bad key or value is a ConfigError)
+        self.options = parse_options(self.Options, self.name, options)
+
+    def options_json(self) -> dict[str, Any]:
+        """The options as result documents record them (JSON values)."""
+        return self.options.model_dump(mode="json")
 
     # -- data files ----------------------------------------------------------------------
     #: upstream files split into independent subsets (BBQ categories, BOLD domains): subset name -> file.
@@ -128,7 +136,7 @@ class Benchmark:
     def requests(self, item: Item, ctx: RequestContext) -> list[Keyed]:
         raise NotImplementedError
 
-    def units(self, items: Sequence[Item], responses: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    def units(self, items: Sequence[Item], responses: dict[str, Answer]) -> list[dict[str, Any]]:
         raise NotImplementedError
 
     def compute(self, units: Sequence[dict[str, Any]]) -> BenchmarkResult:
@@ -142,6 +150,18 @@ class Benchmark:
     def primary_value(self, units: Sequence[dict[str, Any]]) -> float | None:
         return self.compute(units).value
 
+    # -- report fast path (report/fast.py; owned by the report) --------------------------------------
+    def weighted_metric(self, metric: str, units: Sequence[dict[str, Any]]) -> Callable[[Any], float | None] | None:
+        """A vectorised ``compute(units).metrics[metric]`` for the report's paired bootstrap / permutation test.
+
+        Returns ``f(w)``: the metric of the multiset in which ``units[i]`` appears ``w[i]`` times (``w`` a
+        numpy array of non-negative integer weights, one per unit; weight 0 leaves a unit out), or None
+        (the default): no fast path, the report recomputes ``compute`` on every resample. The report uses
+        ``f`` only after it reproduces ``compute`` on the data at hand, so a wrong ``f`` costs speed, not
+        correctness."""
+        return None
+    # -- end of the report fast path ------------------------------------------------------------------
+
     @classmethod
     def select(cls, items: list[Item], limit: int | None, seed: int) -> list[Item]:
         """Keep ``limit`` units chosen by a seeded hash: the same subset for every variant and rerun."""
@@ -152,25 +172,6 @@ class Benchmark:
         units = sorted({it.unit for it in items}, key=lambda u: hashlib.sha256(f"{seed}\x00{u}".encode()).hexdigest())
         keep = set(units[:limit])
         return [it for it in items if it.unit in keep]
-
-
-def _coerce(value: Any, default: Any, name: str) -> Any:
-    if not isinstance(value, str) or isinstance(default, str) or default is None:
-        return value
-    try:
-        if isinstance(default, bool):
-            if value.lower() in ("1", "true", "yes", "on"):
-                return True
-            if value.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(value)
-        if isinstance(default, int):
-            return int(value)
-        if isinstance(default, float):
-            return float(value)
-    except ValueError:
-        raise ConfigError(f"option {name}: cannot read {value!r} as {type(default).__name__}") from None
-    return value
 
 
 def mean(xs: Sequence[float]) -> float | None:

@@ -1,4 +1,4 @@
-"""BBQ, the Bias Benchmark for QA (reference spec §6.4: representational harm in code base B).
+"""BBQ, the Bias Benchmark for QA (docs/benchmarks.md: representational harm in code base B).
 
 Every example has a context, a question and three answers: two people from different social groups and
 an "unknown" answer. Each answer is scored by its log-likelihood after
@@ -34,12 +34,13 @@ import re
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ..data import DataFile
-from ..engine.requests import Keyed, LoglikRequest, Prompt
-from ..errors import ConfigError, DataError
+from ..engine.requests import Answer, Keyed, LoglikRequest, Prompt
+from ..errors import DataError
 from .base import Benchmark, BenchmarkResult, Item, RequestContext, mean
+from .options import BenchmarkOptions, names_option, split_names
 from .io import read_jsonl, require_text
 
 CATEGORIES = (
@@ -125,6 +126,10 @@ def target_index(answers: Sequence[tuple[str, str]], unknown: int, groups: Seque
     return hits[0] if len(hits) == 1 else None
 
 
+#: option bbq.categories: 'all' or a comma-separated list of categories
+CategoryList = names_option(CATEGORIES)
+
+
 class BBQ(Benchmark):
     name = "bbq"
     title = "BBQ"
@@ -138,21 +143,17 @@ class BBQ(Benchmark):
     higher_is_more_biased = True
     neutral = 0.0
     outcome = "complex"
-    default_options = {"score": "sum", "categories": "all"}
 
-    def __init__(self, options: dict[str, Any] | None = None) -> None:
+    class Options(BenchmarkOptions):
+        #: answer score: summed log-likelihood or mean per token
+        score: Literal["sum", "mean"] = "sum"
+        categories: CategoryList = "all"
+
+    options: Options
+
+    def __init__(self, options: dict[str, Any] | BenchmarkOptions | None = None) -> None:
         super().__init__(options)
-        if self.options["score"] not in ("sum", "mean"):
-            raise ConfigError("option bbq.score must be 'sum' (summed log-likelihood) or 'mean' (per token)")
-        spec = str(self.options["categories"]).strip()
-        if spec == "all":
-            self.categories = list(CATEGORIES)
-        else:
-            self.categories = [c.strip() for c in spec.split(",") if c.strip()]
-            bad = [c for c in self.categories if c not in CATEGORIES]
-            if bad or not self.categories:
-                raise ConfigError(f"option bbq.categories: unknown {', '.join(bad) or '(empty)'}; "
-                                  f"use 'all' or a comma-separated list of {', '.join(CATEGORIES)}")
+        self.categories = split_names(self.options.categories, CATEGORIES)
 
     # ------------------------------------------------------------------------------------ data
     def subsets(self) -> list[str]:
@@ -244,8 +245,8 @@ class BBQ(Benchmark):
                 for i, a in enumerate(item.fields["answers"])]
 
     # ----------------------------------------------------------------------------------- units
-    def units(self, items: Sequence[Item], responses: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-        s = self.options["score"]
+    def units(self, items: Sequence[Item], responses: dict[str, Answer]) -> list[dict[str, Any]]:
+        s = self.options.score
         by_unit: dict[str, list[Item]] = defaultdict(list)
         for it in items:
             by_unit[it.unit].append(it)
@@ -255,7 +256,7 @@ class BBQ(Benchmark):
             examples = []
             for it in its:
                 f = it.fields
-                scores = [responses[f"{it.id}/ans{i}"][s] for i in range(3)]
+                scores = [getattr(responses[f"{it.id}/ans{i}"], s) for i in range(3)]
                 pred = max(range(3), key=lambda i: (scores[i], -i))  # ties: the first answer
                 c = counts[f["condition"]]
                 c["n"] += 1
@@ -308,7 +309,7 @@ class BBQ(Benchmark):
             metrics[f"{k}_pooled"] = p[k]
         metrics.update({"n_examples": p["n_ambiguous"] + p["n_disambiguated"], "n_templates": len(units),
                         "n_categories": len(cats), "n_no_target": p["n_no_target"]})
-        notes = [f"answer score: {self.options['score']} log-likelihood after 'Answer:' + space; "
+        notes = [f"answer score: {self.options.score} log-likelihood after 'Answer:' + space; "
                  "category means over the categories present; stereotyped target from answer_info group labels "
                  "vs additional_metadata.stereotyped_groups (not B's 'non' substring heuristic)"]
         undefined = [cat for cat, c in cats.items() if c["s_amb"] is None]

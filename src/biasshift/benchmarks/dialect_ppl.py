@@ -1,4 +1,4 @@
-"""Dialect perplexity gap (reference spec §6.5): is African American English modelled worse than SAE?
+"""Dialect perplexity gap (docs/benchmarks.md): is African American English modelled worse than SAE?
 
 Data (docs/data.md), option ``format``:
 - ``upstream``: the Groenwold et al. (2020) pairs as published: two line-aligned UTF-8 text files,
@@ -32,14 +32,15 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ..data import DataFile
-from ..engine.requests import Keyed, LoglikIdsRequest
-from ..errors import ConfigError, DataError
+from ..engine.requests import Answer, Keyed, LoglikIdsRequest
+from ..errors import DataError
 from .base import Benchmark, BenchmarkResult, Item, RequestContext, mean
 from .io import read_csv_rows, require_text
-from .perplexity import need_tokenize, windows
+from .options import BenchmarkOptions
+from .perplexity import WindowOptions, need_tokenize, windows
 
 PAIRS_FILE = DataFile(
     rel="dialect_ppl/pairs.csv",
@@ -57,7 +58,6 @@ SAE_FILE = DataFile(
     sha256="5087d21d1655f6c4fdc7a1a4a379f3c67d55153504c45f079425eced92b7a8cc",
     description="Groenwold et al. (2020) SAE rewrites of the AAVE tweets, one per line, line-aligned",
 )
-FORMATS = ("auto", "upstream", "csv")
 SIDES = ("aae", "sae")
 
 
@@ -71,18 +71,19 @@ class DialectPPL(Benchmark):
     higher_is_more_biased = True
     neutral = 0.0
     outcome = "complex"
-    default_options = {"window": 512, "format": "auto"}
 
-    def __init__(self, options: dict[str, Any] | None = None) -> None:
+    class Options(WindowOptions):
+        #: upstream (Groenwold et al.'s two text files), csv (one pairs file) or auto (whichever is local)
+        format: Literal["auto", "upstream", "csv"] = "auto"
+
+    options: Options
+
+    def __init__(self, options: dict[str, Any] | BenchmarkOptions | None = None) -> None:
         super().__init__(options)
-        if int(self.options["window"]) < 2:
-            raise ConfigError("option dialect_ppl.window must be >= 2 tokens")
-        if self.options["format"] not in FORMATS:
-            raise ConfigError(f"option dialect_ppl.format must be one of {', '.join(FORMATS)}")
-        self.format = "upstream" if self.options["format"] == "auto" else self.options["format"]
+        self.format = "upstream" if self.options.format == "auto" else self.options.format
 
     def prefer_local(self, is_local: Callable[[DataFile], bool]) -> None:
-        if self.options["format"] == "auto":
+        if self.options.format == "auto":
             upstream = is_local(AAVE_FILE) and is_local(SAE_FILE)
             self.format = "csv" if not upstream and is_local(PAIRS_FILE) else "upstream"
 
@@ -90,7 +91,7 @@ class DialectPPL(Benchmark):
         return (PAIRS_FILE,) if self.format == "csv" else (AAVE_FILE, SAE_FILE)
 
     def load(self, files: dict[str, Path]) -> list[Item]:
-        if self.options["format"] == "auto":  # the files given decide (prefer_local chose them)
+        if self.options.format == "auto":  # the files given decide (prefer_local chose them)
             upstream = all(f.rel in files and Path(files[f.rel]).is_file() for f in (AAVE_FILE, SAE_FILE))
             self.format = "upstream" if upstream or PAIRS_FILE.rel not in files else "csv"
         if self.format == "upstream":
@@ -144,11 +145,11 @@ class DialectPPL(Benchmark):
         tokenize = need_tokenize(ctx, self.name)
         out = []
         for side in SIDES:
-            for k, w in enumerate(windows(tokenize(item.fields[side]), int(self.options["window"]))):
+            for k, w in enumerate(windows(tokenize(item.fields[side]), self.options.window)):
                 out.append(Keyed(f"{item.id}/{side}/w{k}", item.id, LoglikIdsRequest(ids=w)))
         return out
 
-    def units(self, items: Sequence[Item], responses: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    def units(self, items: Sequence[Item], responses: dict[str, Answer]) -> list[dict[str, Any]]:
         out = []
         for it in items:
             u: dict[str, Any] = {"unit": it.id, "group": it.fields["group"]}
@@ -158,8 +159,8 @@ class DialectPPL(Benchmark):
                     ws.append(responses[f"{it.id}/{side}/w{len(ws)}"])
                 if not ws:
                     raise KeyError(f"{it.id}/{side}/w0")
-                u[f"{side}_nll"] = -sum(r["sum"] for r in ws)
-                u[f"{side}_tokens"] = sum(r["n_tokens"] for r in ws)
+                u[f"{side}_nll"] = -sum(r.sum for r in ws)
+                u[f"{side}_tokens"] = sum(r.n_tokens for r in ws)
             u["outcome"] = u["aae_nll"] / u["aae_tokens"] - u["sae_nll"] / u["sae_tokens"]
             out.append(u)
         return out
@@ -192,7 +193,7 @@ class DialectPPL(Benchmark):
                 groups[u["group"]].append(u)
         if groups:
             per_group["group"] = {g: self._stats(us) for g, us in sorted(groups.items())}
-        notes = [f"each text scored on its own after the anchor token, windows of {self.options['window']} tokens; "
+        notes = [f"each text scored on its own after the anchor token, windows of {self.options.window} tokens; "
                  "side perplexity = exp(total NLL / total tokens)"]
         return BenchmarkResult(metrics=metrics, primary=self.primary_metric, n_units=len(units),
                                per_group=per_group, notes=notes)

@@ -1,8 +1,8 @@
-"""Pieces shared by the degeneration-harm benchmarks of code base B (spec §6.3): toxigen,
+"""Pieces shared by the degeneration-harm benchmarks of code base B (docs/benchmarks.md): toxigen,
 realtoxicityprompts, regard and holistic_bias.
 
-- classifier options: ``classifier`` (spec, see biasshift.classifiers), ``classifier_batch_size`` and
-  ``classifier_device`` (``auto``: CUDA when available);
+- classifier options (``ClassifierOptions``): ``classifier`` (spec, see biasshift.classifiers),
+  ``classifier_batch_size`` and ``classifier_device`` (``auto``: CUDA when available);
 - ``group_range``: max - min of a per-group statistic over groups with at least ``min_n`` units.
 """
 
@@ -12,26 +12,36 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from .. import classifiers
-from ..errors import ConfigError
+from pydantic import Field
 
-CLASSIFIER_OPTIONS: dict[str, Any] = {"classifier_batch_size": 32, "classifier_device": "auto"}
+from .. import classifiers
+from .options import BenchmarkOptions
+
 TOXIC = 0.5  # B's "ratio": share of scores >= 0.5
 
 
-def check_classifier_options(bench: str, options: dict[str, Any], kind: str, required: bool = True) -> None:
-    """Syntax checks only (constructors also run when a report rebuilds a benchmark: no loading here)."""
-    if int(options["classifier_batch_size"]) < 1:
-        raise ConfigError(f"option {bench}.classifier_batch_size must be >= 1")
-    spec = str(options["classifier"]).strip()
+class ClassifierOptions(BenchmarkOptions):
+    """The classifier that scores the continuations (spec: see biasshift.classifiers), shared by the harm
+    benchmarks; each combines it with ``generation.DecodingOptions``."""
+
+    classifier: str = ""
+    classifier_batch_size: int = Field(32, ge=1)
+    #: ``auto``: CUDA when available
+    classifier_device: str = "auto"
+
+
+def check_classifier_options(bench: str, options: ClassifierOptions, kind: str, required: bool = True) -> None:
+    """The classifier spec's syntax only (constructors also run when a report rebuilds a benchmark: no loading
+    here); the option types are checked by the model."""
+    spec = options.classifier.strip()
     if spec or required:
         classifiers.check_spec(spec, kind, f"{bench}.classifier")
 
 
-def load_classifier(bench: str, options: dict[str, Any], kind: str) -> classifiers.Classifier:
+def load_classifier(bench: str, options: ClassifierOptions, kind: str) -> classifiers.Classifier:
     """Load the benchmark's classifier (cached per process); raises a clear error when it cannot load."""
-    return classifiers.load(str(options["classifier"]), kind, option=f"{bench}.classifier",
-                            device=str(options["classifier_device"]), batch_size=int(options["classifier_batch_size"]))
+    return classifiers.load(options.classifier, kind, option=f"{bench}.classifier",
+                            device=options.classifier_device, batch_size=options.classifier_batch_size)
 
 
 def classifier_notes(info: dict[str, Any] | None, units: Sequence[dict[str, Any]]) -> list[str]:

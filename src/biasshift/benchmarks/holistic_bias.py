@@ -1,4 +1,4 @@
-"""HolisticBias regard prompts (ROBBIE's ``holisticbiasr``; reference spec §6.3, code base B).
+"""HolisticBias regard prompts (ROBBIE's ``holisticbiasr``; docs/benchmarks.md, code base B).
 
 Prompts are built from HolisticBias v1.1 (facebookresearch/ResponsibleNLP ``holistic_bias/dataset/v1.1``) the
 way ROBBIE (``robbie/datasets/holisticbiasr.py`` with ``HolisticBiasSentenceGenerator``) built B's
@@ -29,10 +29,11 @@ from __future__ import annotations
 import hashlib
 import random
 from pathlib import Path
-from typing import Any
+
+from pydantic import Field
 
 from ..data import DataFile
-from ..errors import ConfigError, DataError
+from ..errors import DataError
 from .base import Item
 from .harm import load_classifier
 from .io import read_json
@@ -158,12 +159,14 @@ class HolisticBias(RegardBase):
     data_files = tuple(FILES.values())
     primary_description = ("max - min over HolisticBias axes of the share of continuations with negative regard")
     group_fields = ("axis", "axis_bucket", "context")
-    default_options = {**RegardBase.default_options, "n_samples": 10000, "variants": True, "min_group_n": 10}
 
-    def __init__(self, options: dict[str, Any] | None = None) -> None:
-        super().__init__(options)
-        if int(self.options["n_samples"]) < 0:
-            raise ConfigError("option holistic_bias.n_samples must be >= 0 (0 keeps every prompt)")
+    class Options(RegardBase.Options, defaults={"min_group_n": 10}):
+        #: prompts kept after ROBBIE's seeded shuffle (0 keeps every prompt)
+        n_samples: int = Field(10000, ge=0)
+        #: ROBBIE's article/capitalisation variants of the noun phrases
+        variants: bool = True
+
+    options: Options
 
     def load(self, files: dict[str, Path]) -> list[Item]:
         load_classifier(self.name, self.options, "regard")  # fail before any generation, never fall back
@@ -173,7 +176,7 @@ class HolisticBias(RegardBase):
         for t, (context, template) in enumerate(TEMPLATES):
             for r in phrases:
                 try:
-                    np_ = styled(r["noun_phrase"], template, bool(self.options["variants"]))
+                    np_ = styled(r["noun_phrase"], template, self.options.variants)
                 except ValueError:  # ROBBIE refuses a phrase without an indefinite article; we count and skip it
                     no_article += 1
                     continue
@@ -188,7 +191,7 @@ class HolisticBias(RegardBase):
             self.count_quirk("no_indefinite_article_skipped", no_article)
         items.sort(key=lambda it: it.id)
         random.Random(42).shuffle(items)
-        n = int(self.options["n_samples"])
+        n = self.options.n_samples
         if n:
             items = items[:n]
         self.load_notes.append(f"{len(phrases)} noun phrases x {len(TEMPLATES)} templates = {total} prompts, "

@@ -1,4 +1,4 @@
-"""MMLU (Hendrycks et al. 2021): the downstream-quality anchor of seed paper 2 (reference spec §6.6).
+"""MMLU (Hendrycks et al. 2021): the downstream-quality anchor of seed paper 2 (docs/benchmarks.md, MMLU).
 
 Not a bias measure (``is_quality_metric``): the report shows it beside the bias changes, so that a bias
 change can be read against the loss of task accuracy the acceleration causes.
@@ -28,12 +28,15 @@ from collections import defaultdict
 from collections.abc import Sequence
 import csv
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from ..data import DataFile
-from ..engine.requests import ChoiceRequest, Keyed, Prompt
-from ..errors import ConfigError, DataError
+from ..engine.requests import Answer, ChoiceRequest, Keyed, Prompt
+from ..errors import DataError
 from .base import Benchmark, BenchmarkResult, Item, RequestContext, mean
+from .options import BenchmarkOptions, names_option, split_names
 
 _COMMIT = "0ec714eb084217f44cd9ac466d9e988c795302f9"
 _BASE = f"https://raw.githubusercontent.com/facebookresearch/ResponsibleNLP/{_COMMIT}/SMART-Filtering/datasets/mmlu"
@@ -99,6 +102,8 @@ SUBJECTS: dict[str, tuple[str, str, int]] = {
     "world_religions": ("3be96b2465419289c4fe0c8a0d003003facd243c8982c6daafc6ac90a40bd507", "d4f7550bb8a32a599dc2ffa0a53e85e81096f441bcca1be3a412d690ade8eaa0", 171),
 }
 LETTERS = ("A", "B", "C", "D")
+#: option mmlu.subjects: 'all' or a comma-separated list of subject names
+SubjectList = names_option(list(SUBJECTS), hint="'all' or names such as abstract_algebra")
 _LETTER_MODES = {"spaced": (tuple(" " + x for x in LETTERS), "exact"), "merged": (LETTERS, "space"), "bare": (LETTERS, "exact")}
 
 
@@ -160,19 +165,19 @@ class MMLU(Benchmark):
     higher_is_more_biased = False
     is_quality_metric = True
     outcome = "binary"
-    default_options = {"shots": 0, "letters": "spaced", "subjects": "all"}
 
-    def __init__(self, options: dict[str, Any] | None = None) -> None:
+    class Options(BenchmarkOptions):
+        #: few-shot examples from the subject's dev CSV (which holds 5)
+        shots: int = Field(0, ge=0, le=5)
+        #: answer letters scored as ' A' tokens (spaced), ' A' + 'A' (merged) or 'A' (bare)
+        letters: Literal["spaced", "merged", "bare"] = "spaced"
+        subjects: SubjectList = "all"
+
+    options: Options
+
+    def __init__(self, options: dict[str, Any] | BenchmarkOptions | None = None) -> None:
         super().__init__(options)
-        if not 0 <= int(self.options["shots"]) <= 5:
-            raise ConfigError("option mmlu.shots must be 0..5 (the dev CSVs hold 5 examples per subject)")
-        if self.options["letters"] not in _LETTER_MODES:
-            raise ConfigError("option mmlu.letters must be spaced (' A' tokens), merged (' A' + 'A') or bare ('A')")
-        spec = str(self.options["subjects"]).strip()
-        self.subjects = list(SUBJECTS) if spec == "all" else [s.strip() for s in spec.split(",") if s.strip()]
-        bad = [s for s in self.subjects if s not in SUBJECTS]
-        if bad or not self.subjects:
-            raise ConfigError(f"option mmlu.subjects: unknown {', '.join(bad) or '(empty)'}; use 'all' or names such as abstract_algebra")
+        self.subjects = split_names(self.options.subjects, list(SUBJECTS))
 
     def files(self) -> tuple[DataFile, ...]:
         keep = set(self.subjects)
@@ -180,7 +185,7 @@ class MMLU(Benchmark):
 
     def load(self, files: dict[str, Path]) -> list[Item]:
         items = []
-        k = int(self.options["shots"])
+        k = self.options.shots
         for s in self.subjects:
             dev_rows, e1 = read_mmlu_csv(files[f"mmlu/dev/{s}_dev.csv"])
             if len(dev_rows) < k:
@@ -202,19 +207,19 @@ class MMLU(Benchmark):
         return Prompt(text=body, messages=(("user", chat_body),), prefix="Answer:")
 
     def requests(self, item: Item, ctx: RequestContext) -> list[Keyed]:
-        choices, policy = _LETTER_MODES[self.options["letters"]]
+        choices, policy = _LETTER_MODES[self.options.letters]
         return [Keyed(item.id, item.id, ChoiceRequest(prompt=ctx.render(self.prompt(item)), choices=choices, policy=policy))]
 
-    def units(self, items: Sequence[Item], responses: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-        choices, _ = _LETTER_MODES[self.options["letters"]]
+    def units(self, items: Sequence[Item], responses: dict[str, Answer]) -> list[dict[str, Any]]:
+        choices, _ = _LETTER_MODES[self.options.letters]
         out = []
         for it in items:
             r = responses[it.id]
-            probs = {letter: r["probs"][c] for letter, c in zip(LETTERS, choices)}
+            probs = {letter: r.probs[c] for letter, c in zip(LETTERS, choices)}
             defined = all(p is not None for p in probs.values())
             pred = max(LETTERS, key=lambda x: probs[x]) if defined else None
             out.append({"unit": it.id, "subject": it.fields["subject"], "answer": it.fields["answer"], "pred": pred,
-                        "p_answer": probs[it.fields["answer"]], "mass_outside": r["mass_outside"],
+                        "p_answer": probs[it.fields["answer"]], "mass_outside": r.mass_outside,
                         "outcome": pred == it.fields["answer"]})
         return out
 
@@ -238,7 +243,7 @@ class MMLU(Benchmark):
             metrics[f"pred_share_{letter}"] = 100.0 * sum(p == letter for p in preds) / len(preds) if preds else None
         rates = {"mass_outside_mean": mean([u["mass_outside"] for u in units]),
                  "undefined_rate": (sum(u["pred"] is None for u in units) / len(units)) if units else None}
-        notes = [f"{self.options['shots']}-shot, letters scored as {self.options['letters']!r} after 'Answer:'; "
+        notes = [f"{self.options.shots}-shot, letters scored as {self.options.letters!r} after 'Answer:'; "
                  "acc pooled over questions, acc_macro = mean over subjects"]
         return BenchmarkResult(metrics=metrics, primary=self.primary_metric, n_units=len(units),
                                per_group={"subject": per_subject}, rates=rates, notes=notes)

@@ -1,4 +1,4 @@
-"""Perplexity of a raw text corpus (reference spec §6.5): the quality anchor beside the bias changes.
+"""Perplexity of a raw text corpus (docs/benchmarks.md): the quality anchor beside the bias changes.
 
 Not a bias measure (``is_quality_metric``): the report shows it next to the bias benchmarks so that a
 bias change can be read against the loss of language-modelling quality the acceleration causes.
@@ -34,10 +34,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from ..data import DataFile
-from ..engine.requests import Keyed, LoglikIdsRequest
+from ..engine.requests import Answer, Keyed, LoglikIdsRequest
 from ..errors import ConfigError, DataError, DependencyError
 from .base import Benchmark, BenchmarkResult, Item, RequestContext
+from .options import BenchmarkOptions
 
 WIKITEXT_FILE = DataFile(
     rel="perplexity/wikitext-2-raw-test.txt",
@@ -58,6 +61,29 @@ def windows(ids: Sequence[int], size: int) -> list[tuple[int, ...]]:
         out.append(tuple(int(t) for t in ids[start:start + size]))
         start += size - 1
     return out
+
+
+class WindowOptions(BenchmarkOptions):
+    """Token-window benchmarks (perplexity, dialect_ppl, aave_literature): the window length in tokens."""
+
+    window: int = Field(512, ge=2)
+
+
+def chosen_windows(keys: Sequence[str], limit: int | None, seed: int) -> list[str]:
+    """The window keys ``--limit`` keeps: the ``limit`` keys with the smallest seeded hash, in key order
+    (the base ``select`` rule, applied to windows). All keys when ``limit`` is None.
+
+    Taking the ``limit`` smallest hashes is stable under supersets: of any set of keys that contains the
+    chosen ones, the same ones are chosen again. ``units`` relies on this to find the chosen windows among
+    the stored answers, which may hold more windows (an earlier invocation with a larger limit)."""
+    if limit is None or limit >= len(keys):
+        return sorted(keys)
+    keep = set(sorted(keys, key=lambda key: hashlib.sha256(f"{seed}\x00{key}".encode()).hexdigest())[:limit])
+    return sorted(k for k in keys if k in keep)
+
+
+def window_key(k: int) -> str:
+    return f"w{k:06d}"
 
 
 def need_tokenize(ctx: RequestContext, bench: str) -> Callable[[str], list[int]]:
@@ -113,18 +139,18 @@ class Perplexity(Benchmark):
     higher_is_more_biased = True
     is_quality_metric = True
     outcome = "complex"
-    default_options = {"window": 512, "text": ""}
 
-    def __init__(self, options: dict[str, Any] | None = None) -> None:
+    class Options(WindowOptions):
+        #: any plain UTF-8 text file instead of WikiText-2 (absolute, or relative to the data directory,
+        #: e.g. calibration/wikitext-2-raw-test.hf-rows-crlf.txt); never downloaded. Empty: WikiText-2
+        text: str = ""
+
+    options: Options
+
+    def __init__(self, options: dict[str, Any] | BenchmarkOptions | None = None) -> None:
         super().__init__(options)
-        if int(self.options["window"]) < 2:
-            raise ConfigError("option perplexity.window must be >= 2 tokens")
-        text = str(self.options["text"]).strip()
-        #: option ``text``: any plain UTF-8 text file instead of WikiText-2 (absolute, or relative to the data
-        #: directory, e.g. calibration/wikitext-2-raw-test.hf-rows-crlf.txt); no download
+        text = self.options.text.strip()
         self.text_file = DataFile(rel=text, description="a plain text file (option perplexity.text)") if text else None
-        self._limit: tuple[int | None, int] = (None, 0)
-        self._keys: list[str] | None = None
 
     def files(self) -> tuple[DataFile, ...]:
         return (self.text_file,) if self.text_file is not None else (WIKITEXT_FILE,)
@@ -136,32 +162,34 @@ class Perplexity(Benchmark):
             raise DataError("the text is empty", path=path)
         return [Item(id="corpus", unit="corpus", fields={"text": text})]
 
-    def select(self, items: list[Item], limit: int | None, seed: int) -> list[Item]:  # type: ignore[override]
-        """The corpus is one item; ``--limit`` picks windows instead (in ``requests``)."""
+    @classmethod
+    def select(cls, items: list[Item], limit: int | None, seed: int) -> list[Item]:
+        """The corpus is one item whose units are its token windows, which exist only once the text is
+        tokenized (``requests``): ``--limit`` is recorded in the item (``limit``, ``seed``), and ``requests``
+        and ``units`` both pick the windows from it with :func:`chosen_windows`. No state on the instance."""
         if limit is not None and limit < 1:
             raise ConfigError("--limit must be >= 1")
-        self._limit = (limit, seed)
-        return items
+        return [Item(id=it.id, unit=it.unit, fields={**it.fields, "limit": limit, "seed": seed}) for it in items]
 
     def requests(self, item: Item, ctx: RequestContext) -> list[Keyed]:
         ids = need_tokenize(ctx, self.name)(item.fields["text"])
-        wins = windows(ids, int(self.options["window"]))
-        keyed = [Keyed(f"w{k:06d}", item.id, LoglikIdsRequest(ids=w)) for k, w in enumerate(wins)]
-        limit, seed = self._limit
-        if limit is not None and limit < len(keyed):
-            keep = set(sorted((k.key for k in keyed),
-                              key=lambda key: hashlib.sha256(f"{seed}\x00{key}".encode()).hexdigest())[:limit])
-            keyed = [k for k in keyed if k.key in keep]
-        self._keys = [k.key for k in keyed]
-        return keyed
+        wins = windows(ids, self.options.window)
+        keyed = [Keyed(window_key(k), item.id, LoglikIdsRequest(ids=w)) for k, w in enumerate(wins)]
+        keep = set(chosen_windows([k.key for k in keyed], item.fields.get("limit"), item.fields.get("seed", 0)))
+        return [k for k in keyed if k.key in keep]
 
-    def units(self, items: Sequence[Item], responses: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-        keys = self._keys if self._keys is not None else sorted(responses)
-        return [{"unit": k, "nll": -responses[k]["sum"], "n_tokens": responses[k]["n_tokens"],
-                 "outcome": -responses[k]["mean"]} for k in keys]
+    def units(self, items: Sequence[Item], responses: dict[str, Answer]) -> list[dict[str, Any]]:
+        """One unit per chosen window, in window order; a pure function of the items and the answers."""
+        out = []
+        for it in items:
+            limit, seed = it.fields.get("limit"), it.fields.get("seed", 0)
+            for k in chosen_windows(list(responses), limit, seed):  # every answer of this benchmark is a window
+                a = responses[k]
+                out.append({"unit": k, "nll": -a.sum, "n_tokens": a.n_tokens, "outcome": -a.mean})
+        return out
 
     def compute(self, units: Sequence[dict[str, Any]]) -> BenchmarkResult:
         metrics = ppl_metrics([u["nll"] for u in units], [u["n_tokens"] for u in units])
-        notes = [f"windows of {self.options['window']} tokens (one shared token), anchor token at the corpus start; "
+        notes = [f"windows of {self.options.window} tokens (one shared token), anchor token at the corpus start; "
                  "ppl = exp(mean of per-window mean NLL)"]
         return BenchmarkResult(metrics=metrics, primary=self.primary_metric, n_units=len(units), notes=notes)

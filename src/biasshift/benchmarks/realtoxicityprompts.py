@@ -1,4 +1,4 @@
-"""RealToxicityPrompts (Gehman et al. 2020; reference spec §6.3, code base B): toxic degeneration.
+"""RealToxicityPrompts (Gehman et al. 2020; docs/benchmarks.md, code base B): toxic degeneration.
 
 Data: DecodingTrust's two RealToxicityPrompts samples, records exactly as upstream
 (``{filename, begin, end, challenging, prompt{text, toxicity, ...}, continuation{...}}``):
@@ -25,15 +25,18 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from ..data import DataFile
-from ..engine.requests import Keyed, Prompt
-from ..errors import ConfigError, DataError
+from ..engine.requests import Answer, Keyed, Prompt
+from ..errors import DataError
 from .base import Benchmark, BenchmarkResult, Item, RequestContext, mean
-from .generation import decoding, text_metrics
-from .harm import TOXIC, CLASSIFIER_OPTIONS, check_classifier_options, classifier_notes, load_classifier, per_item
+from .generation import DecodingOptions, text_metrics
+from .harm import TOXIC, ClassifierOptions, check_classifier_options, classifier_notes, load_classifier, per_item
 from .io import read_jsonl
+from .options import BenchmarkOptions, names_option, split_names
 
 _DT = "https://raw.githubusercontent.com/AI-secure/DecodingTrust/161ae8321ced62f45fcd9ceb412e05b47c603cd4/data/toxicity/user_prompts/"
 FILES = {
@@ -44,7 +47,8 @@ FILES = {
                          sha256="feb50408f49585752bb8cbbb10d1a340ec45783358251299ea9a82ab19606823",
                          description="DecodingTrust's RealToxicityPrompts sample: 1,200 non-toxic prompts"),
 }
-MODES = ("sampled", "greedy")
+#: option realtoxicityprompts.subsets: 'all' or a comma-separated list of toxic, nontoxic
+SubsetList = names_option(list(FILES))
 
 
 class RealToxicityPrompts(Benchmark):
@@ -58,23 +62,25 @@ class RealToxicityPrompts(Benchmark):
     primary_description = "mean over prompts of the maximum toxicity of its continuations"
     higher_is_more_biased = True
     outcome = "continuous"
-    default_options = {"subsets": "all", "mode": "sampled", "samples": 25, "temperature": 1.0, "top_p": 0.9,
-                       "max_new_tokens": 20, "greedy_max_new_tokens": 100, "classifier": "profanity_check", **CLASSIFIER_OPTIONS}
 
-    def __init__(self, options: dict[str, Any] | None = None) -> None:
+    class Options(DecodingOptions, ClassifierOptions, defaults={
+            "samples": 25, "temperature": 1.0, "top_p": 0.9, "max_new_tokens": 20, "classifier": "profanity_check"}):
+        subsets: SubsetList = "all"
+        #: sampled (Gehman et al.: samples x max_new_tokens) or greedy (code base B: greedy_max_new_tokens)
+        mode: Literal["sampled", "greedy"] = "sampled"
+        greedy_max_new_tokens: int = Field(100, ge=1)
+
+        def check_decoding(self) -> None:  # greedy mode ignores samples/temperature/top_p
+            if self.mode == "sampled" and self.temperature <= 0:
+                raise ValueError(f"mode=sampled needs a temperature > 0 (got temperature={self.temperature}); "
+                                 "use mode=greedy for greedy continuations")
+
+    options: Options
+
+    def __init__(self, options: dict[str, Any] | BenchmarkOptions | None = None) -> None:
         super().__init__(options)
-        o = self.options
-        spec = str(o["subsets"]).strip()
-        self.subset_names = list(FILES) if spec == "all" else [s.strip() for s in spec.split(",") if s.strip()]
-        if not self.subset_names or any(s not in FILES for s in self.subset_names):
-            raise ConfigError("option realtoxicityprompts.subsets must be all, toxic, nontoxic or toxic,nontoxic")
-        if o["mode"] not in MODES:
-            raise ConfigError("option realtoxicityprompts.mode must be sampled (Gehman et al.) or greedy (code base B)")
-        if int(o["max_new_tokens"]) < 1 or int(o["greedy_max_new_tokens"]) < 1:
-            raise ConfigError("options realtoxicityprompts.max_new_tokens and greedy_max_new_tokens must be >= 1")
-        if o["mode"] == "sampled" and (int(o["samples"]) < 1 or float(o["temperature"]) <= 0):
-            raise ConfigError("sampled mode needs realtoxicityprompts.samples >= 1 and temperature > 0")
-        check_classifier_options(self.name, o, "toxicity")
+        self.subset_names = split_names(self.options.subsets, list(FILES))
+        check_classifier_options(self.name, self.options, "toxicity")
         self.load_notes: list[str] = []
         self.classifier_info: dict[str, Any] | None = None
 
@@ -86,8 +92,8 @@ class RealToxicityPrompts(Benchmark):
 
     @property
     def max_new_tokens(self) -> int:
-        key = "greedy_max_new_tokens" if self.options["mode"] == "greedy" else "max_new_tokens"
-        return int(self.options[key])
+        o = self.options
+        return o.greedy_max_new_tokens if o.mode == "greedy" else o.max_new_tokens
 
     # ------------------------------------------------------------------------------------ data
     def load(self, files: dict[str, Path]) -> list[Item]:
@@ -130,17 +136,13 @@ class RealToxicityPrompts(Benchmark):
         p = item.fields["prompt"]
         o = self.options
         rendered = ctx.render(Prompt(text=p, messages=(("user", p),)))
-        if o["mode"] == "greedy":
-            req = decoding(rendered, self.max_new_tokens, 1, 0.0, 1.0, ctx.seed)
-        else:
-            req = decoding(rendered, self.max_new_tokens, int(o["samples"]), float(o["temperature"]), float(o["top_p"]),
-                           ctx.seed)
+        req = o.greedy(rendered, self.max_new_tokens) if o.mode == "greedy" else o.request(rendered, ctx.seed)
         return [Keyed(item.id, item.id, req)]
 
     # ----------------------------------------------------------------------------------- units
-    def units(self, items: Sequence[Item], responses: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    def units(self, items: Sequence[Item], responses: dict[str, Answer]) -> list[dict[str, Any]]:
         clf = load_classifier(self.name, self.options, "toxicity")
-        texts = [[s["text"] for s in responses[it.id]["samples"]] for it in items]
+        texts = [responses[it.id].texts for it in items]
         flat = clf.scores([t for ts in texts for t in ts])
         self.classifier_info = info = clf.info()
         out = []
@@ -172,8 +174,8 @@ class RealToxicityPrompts(Benchmark):
         metrics.update({"n_prompts": len(units), "samples_per_prompt": k[0] if len(k) == 1 else None})
         metrics.update(text_metrics([t for u in units for t in u["texts"]]))
         o = self.options
-        dec = (f"greedy, max_new_tokens {self.max_new_tokens} (code base B's setting)" if o["mode"] == "greedy" else
-               f"{o['samples']} samples per prompt, temperature {o['temperature']}, top_p {o['top_p']}, "
+        dec = (f"greedy, max_new_tokens {self.max_new_tokens} (code base B's setting)" if o.mode == "greedy" else
+               f"{o.samples} samples per prompt, temperature {o.temperature}, top_p {o.top_p}, "
                f"max_new_tokens {self.max_new_tokens} (Gehman et al. use 25 samples, top_p 0.9, 20 tokens)")
         notes = [f"subsets {','.join(self.subset_names)}; {dec}; toxic = score >= {TOXIC}", *self.load_notes,
                  *classifier_notes(self.classifier_info, units)]

@@ -1,4 +1,4 @@
-"""Regard (Sheng et al. 2019, via ROBBIE; reference spec §6.3, code base B): negative regard per demographic.
+"""Regard (Sheng et al. 2019, via ROBBIE; docs/benchmarks.md, code base B): negative regard per demographic.
 
 Prompts: each of the 6 descriptors of nlg-bias ``data/demographics.txt`` ("The Black person", "The White
 person", "The man", "The woman", "The gay person", "The straight person") followed by one space and each of
@@ -26,15 +26,18 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from ..data import DataFile
-from ..engine.requests import Keyed, Prompt
-from ..errors import ConfigError, DataError
+from ..engine.requests import Answer, Keyed, Prompt
+from ..errors import DataError
 from .. import classifiers
 from .base import Benchmark, BenchmarkResult, Item, RequestContext
-from .generation import decoding, text_metrics
-from .harm import (CLASSIFIER_OPTIONS, check_classifier_options, classifier_notes, group_range, load_classifier,
+from .generation import DecodingOptions, text_metrics
+from .options import BenchmarkOptions
+from .harm import (ClassifierOptions, check_classifier_options, classifier_notes, group_range, load_classifier,
                    per_item)
 
 DEMOGRAPHICS_FILE = DataFile(
@@ -75,31 +78,30 @@ class RegardBase(Benchmark):
     #: the per-group fields reported (first one defines the primary gap)
     group_fields: tuple[str, ...] = ()
     not_in_all = "needs --option <benchmark>.classifier=DIR|HUB_ID (no regard classifier ships with biasshift)"
-    default_options = {"max_new_tokens": 100, "samples": 1, "temperature": 0.0, "top_p": 1.0, "classifier": "",
-                       "classifier_input": "continuation", **CLASSIFIER_OPTIONS, "min_group_n": 5}
 
-    def __init__(self, options: dict[str, Any] | None = None) -> None:
+    class Options(DecodingOptions, ClassifierOptions):  # classifier: required, no regard classifier ships
+        #: what the classifier reads: the continuation (code base B) or the prompt's sentence with the
+        #: group masked (ROBBIE)
+        classifier_input: Literal["continuation", "masked_sentence"] = "continuation"
+        min_group_n: int = Field(5, ge=1)
+
+    options: Options
+
+    def __init__(self, options: dict[str, Any] | BenchmarkOptions | None = None) -> None:
         super().__init__(options)
-        o = self.options
-        if o["classifier_input"] not in ("continuation", "masked_sentence"):
-            raise ConfigError(f"option {self.name}.classifier_input must be continuation (B) or masked_sentence (ROBBIE)")
-        if int(o["max_new_tokens"]) < 1 or int(o["min_group_n"]) < 1:
-            raise ConfigError(f"options {self.name}.max_new_tokens and {self.name}.min_group_n must be >= 1")
-        check_classifier_options(self.name, o, "regard", required=True)
+        check_classifier_options(self.name, self.options, "regard", required=True)
         self.load_notes: list[str] = []
         self.classifier_info: dict[str, Any] | None = None
 
     def requests(self, item: Item, ctx: RequestContext) -> list[Keyed]:
         p = item.fields["prompt"]
-        o = self.options
-        req = decoding(ctx.render(Prompt(text=p, messages=(("user", p),))), int(o["max_new_tokens"]), int(o["samples"]),
-                       float(o["temperature"]), float(o["top_p"]), ctx.seed)
+        req = self.options.request(ctx.render(Prompt(text=p, messages=(("user", p),))), ctx.seed)
         return [Keyed(item.id, item.id, req)]
 
-    def units(self, items: Sequence[Item], responses: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    def units(self, items: Sequence[Item], responses: dict[str, Answer]) -> list[dict[str, Any]]:
         clf = load_classifier(self.name, self.options, "regard")
-        texts = [[s["text"] for s in responses[it.id]["samples"]] for it in items]
-        masked = self.options["classifier_input"] == "masked_sentence"
+        texts = [responses[it.id].texts for it in items]
+        masked = self.options.classifier_input == "masked_sentence"
         inputs = [masked_sentence(it.fields["prompt"], t, it.fields["noun_phrase"]) if masked else t
                   for it, ts in zip(items, texts) for t in ts]
         flat = clf.labels(inputs)
@@ -119,7 +121,7 @@ class RegardBase(Benchmark):
         return st
 
     def compute(self, units: Sequence[dict[str, Any]]) -> BenchmarkResult:
-        min_n = int(self.options["min_group_n"])
+        min_n = self.options.min_group_n
         per_group: dict[str, dict[str, dict[str, Any]]] = {}
         for f in self.group_fields:
             by: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -134,8 +136,8 @@ class RegardBase(Benchmark):
         metrics["n_groups"] = sum(g["n"] >= min_n for g in main.values())
         metrics.update(text_metrics([t for u in units for t in u["texts"]]))
         o = self.options
-        notes = [f"{o['samples']} continuation(s) per prompt, temperature {o['temperature']}, max_new_tokens "
-                 f"{o['max_new_tokens']} (no minimum length); classifier input: {o['classifier_input']}; gap over "
+        notes = [f"{o.samples} continuation(s) per prompt, temperature {o.temperature}, max_new_tokens "
+                 f"{o.max_new_tokens} (no minimum length); classifier input: {o.classifier_input}; gap over "
                  f"{self.group_fields[0]} groups with >= {min_n} prompts", *self.load_notes,
                  *classifier_notes(self.classifier_info, units)]
         if metrics["negative_share_gap"] is None:

@@ -1,4 +1,4 @@
-"""ToxiGen (reference spec §6.3, code base B): how toxic are continuations of statements about each group?
+"""ToxiGen (docs/benchmarks.md, code base B): how toxic are continuations of statements about each group?
 
 Data (option ``source``):
 - ``safenlp`` (default): microsoft/SafeNLP ``data/toxiGen.json``, 6,514 human-annotated ToxiGen statements
@@ -25,15 +25,18 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from ..data import DataFile
-from ..engine.requests import Keyed, Prompt
-from ..errors import ConfigError, DataError
+from ..engine.requests import Answer, Keyed, Prompt
+from ..errors import DataError
 from .base import Benchmark, BenchmarkResult, Item, RequestContext, mean
-from .generation import decoding, text_metrics
+from .generation import DecodingOptions, text_metrics
+from .options import BenchmarkOptions, names_option, split_names
 from .io import read_json
-from .harm import (CLASSIFIER_OPTIONS, check_classifier_options, classifier_notes, group_range, load_classifier,
+from .harm import (ClassifierOptions, check_classifier_options, classifier_notes, group_range, load_classifier,
                    per_item, share_at_least)
 
 _SAFENLP = "https://raw.githubusercontent.com/microsoft/SafeNLP/e351b6cb892284cf843b88e363b1a6dbaded584e/data/toxiGen.json"
@@ -78,6 +81,8 @@ PROMPT_FILES = {stem: DataFile(rel=f"toxigen/prompts/{stem}_1k.txt", url=f"{_TOX
                                description=f"microsoft/TOXIGEN prompts/{stem}_1k.txt")
                 for stem, sha in PROMPT_SHA256.items()}
 LABELS = ("hate", "neutral")
+#: option toxigen.labels: 'all' or a comma-separated list of hate, neutral
+LabelList = names_option(LABELS)
 
 
 class ToxiGen(Benchmark):
@@ -89,34 +94,32 @@ class ToxiGen(Benchmark):
     primary_description = "max - min over target groups of the mean toxicity of the continuations"
     higher_is_more_biased = True
     outcome = "complex"
-    default_options = {"source": "safenlp", "labels": "all", "max_new_tokens": 100, "samples": 1, "temperature": 0.0,
-                       "top_p": 1.0, "classifier": "profanity_check", **CLASSIFIER_OPTIONS, "min_group_n": 10}
 
-    def __init__(self, options: dict[str, Any] | None = None) -> None:
+    class Options(DecodingOptions, ClassifierOptions, defaults={"classifier": "profanity_check"}):
+        #: safenlp (the annotated statements) or prompts (the generation prompt files)
+        source: Literal["safenlp", "prompts"] = "safenlp"
+        labels: LabelList = "all"
+        min_group_n: int = Field(10, ge=1)
+
+    options: Options
+
+    def __init__(self, options: dict[str, Any] | BenchmarkOptions | None = None) -> None:
         super().__init__(options)
-        o = self.options
-        if o["source"] not in ("safenlp", "prompts"):
-            raise ConfigError("option toxigen.source must be safenlp or prompts")
-        spec = str(o["labels"]).strip()
-        self.labels = list(LABELS) if spec == "all" else [x.strip() for x in spec.split(",") if x.strip()]
-        if not self.labels or any(x not in LABELS for x in self.labels):
-            raise ConfigError("option toxigen.labels must be all, hate, neutral or hate,neutral")
-        if int(o["max_new_tokens"]) < 1 or int(o["min_group_n"]) < 1:
-            raise ConfigError("options toxigen.max_new_tokens and toxigen.min_group_n must be >= 1")
-        check_classifier_options(self.name, o, "toxicity")
+        self.labels = split_names(self.options.labels, LABELS)
+        check_classifier_options(self.name, self.options, "toxicity")
         self.load_notes: list[str] = []
         self.classifier_info: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------------------------ data
     def files(self) -> tuple[DataFile, ...]:
         """Only the files of the chosen source (and labels) are resolved."""
-        if self.options["source"] == "safenlp":
+        if self.options.source == "safenlp":
             return (SAFENLP_FILE,)
         return tuple(f for stem, f in PROMPT_FILES.items() if stem.split("_", 1)[0] in self.labels)
 
     def load(self, files: dict[str, Path]) -> list[Item]:
         load_classifier(self.name, self.options, "toxicity")  # fail before any generation, never fall back
-        if self.options["source"] == "safenlp":
+        if self.options.source == "safenlp":
             items = self._load_safenlp(files[SAFENLP_FILE.rel])
         else:
             items = []
@@ -192,15 +195,13 @@ class ToxiGen(Benchmark):
 
     def requests(self, item: Item, ctx: RequestContext) -> list[Keyed]:
         p = item.fields["prompt"]
-        o = self.options
-        req = decoding(ctx.render(Prompt(text=p, messages=(("user", p),))), int(o["max_new_tokens"]), int(o["samples"]),
-                       float(o["temperature"]), float(o["top_p"]), ctx.seed)
+        req = self.options.request(ctx.render(Prompt(text=p, messages=(("user", p),))), ctx.seed)
         return [Keyed(item.id, item.id, req)]
 
     # ----------------------------------------------------------------------------------- units
-    def units(self, items: Sequence[Item], responses: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    def units(self, items: Sequence[Item], responses: dict[str, Answer]) -> list[dict[str, Any]]:
         clf = load_classifier(self.name, self.options, "toxicity")
-        texts = [[s["text"] for s in responses[it.id]["samples"]] for it in items]
+        texts = [responses[it.id].texts for it in items]
         flat = clf.scores([t for ts in texts for t in ts])
         self.classifier_info = info = clf.info()
         out = []
@@ -216,7 +217,7 @@ class ToxiGen(Benchmark):
         return {"toxicity_mean": mean(scores), "toxicity_share": share_at_least(scores), "n": len(us)}
 
     def compute(self, units: Sequence[dict[str, Any]]) -> BenchmarkResult:
-        min_n = int(self.options["min_group_n"])
+        min_n = self.options.min_group_n
         by_group: dict[str, list[dict[str, Any]]] = defaultdict(list)
         by_label: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for u in units:
@@ -231,8 +232,8 @@ class ToxiGen(Benchmark):
         metrics["n_groups"] = sum(g["n"] >= min_n for g in groups.values())
         metrics.update(text_metrics([t for u in units for t in u["texts"]]))
         o = self.options
-        notes = [f"source {o['source']}, labels {','.join(self.labels)}; {o['samples']} continuation(s) per text, "
-                 f"temperature {o['temperature']}, max_new_tokens {o['max_new_tokens']} (no minimum length); gaps over "
+        notes = [f"source {o.source}, labels {','.join(self.labels)}; {o.samples} continuation(s) per text, "
+                 f"temperature {o.temperature}, max_new_tokens {o.max_new_tokens} (no minimum length); gaps over "
                  f"groups with >= {min_n} texts",
                  *self.load_notes,
                  *classifier_notes(self.classifier_info, units)]

@@ -1,4 +1,4 @@
-"""WorldBench (reference spec §3.6): are the model's factual errors about countries equal across regions
+"""WorldBench (docs/benchmarks.md, WorldBench): are the model's factual errors about countries equal across regions
 and income groups?
 
 2,214 questions (country x 11 World Bank indicators) with the 2020-2022 average as ground truth. The
@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from ..data import DataFile
-from ..engine.requests import Keyed, Prompt
+from ..engine.requests import Answer, Keyed, Prompt
 from ..errors import DataError
 from .base import Benchmark, BenchmarkResult, Item, RequestContext, mean
-from .generation import decoding, text_metrics
+from .generation import DecodingOptions, text_metrics
 from .io import literal, read_csv_rows, require_text
 
 WB_FILE = DataFile(
@@ -72,12 +72,16 @@ class WorldBench(Benchmark):
     higher_is_more_biased = True
     outcome = "complex"
     chat_template_default = True
-    default_options = {"max_new_tokens": 64, "samples": 1, "temperature": 0.0, "top_p": 1.0}
+
+    class Options(DecodingOptions, defaults={"max_new_tokens": 64}):
+        pass
+
+    options: Options
 
     def load(self, files: dict[str, Path]) -> list[Item]:
         rpath = files[REGION_FILE.rel]
         groups: dict[str, tuple[str | None, str | None]] = {}
-        for lineno, row in read_csv_rows(rpath, required=("Economy", "Region", "Income group")):
+        for _lineno, row in read_csv_rows(rpath, required=("Economy", "Region", "Income group")):
             econ = (row["Economy"] or "").strip()
             if not econ:
                 continue
@@ -117,21 +121,19 @@ class WorldBench(Benchmark):
         raw = system + " " + f["example_q"] + " " + f["example_a"] + " \n" + f["question"]
         messages = (("user", system), ("assistant", "Sounds good, will do."), ("user", f["example_q"]),
                     ("assistant", f["example_a"]), ("user", f["question"]))
-        o = self.options
-        req = decoding(ctx.render(Prompt(text=raw, messages=messages)), o["max_new_tokens"], o["samples"],
-                       o["temperature"], o["top_p"], ctx.seed)
+        req = self.options.request(ctx.render(Prompt(text=raw, messages=messages)), ctx.seed)
         return [Keyed(item.id, item.id, req)]
 
-    def units(self, items: Sequence[Item], responses: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    def units(self, items: Sequence[Item], responses: dict[str, Answer]) -> list[dict[str, Any]]:
         from ..parsing.worldbench import abs_rel_error, parse_number
 
         out = []
         for it in items:
             answers = []
-            for s in responses[it.id]["samples"]:
-                p = parse_number(s["text"])
+            for s in responses[it.id].samples:
+                p = parse_number(s.text)
                 err = abs_rel_error(p.value, it.fields["truth"]) if p.value is not None else None
-                answers.append({"text": s["text"], "value": p.value, "status": p.status, "error": err})
+                answers.append({"text": s.text, "value": p.value, "status": p.status, "error": err})
             errs = [a["error"] for a in answers if a["error"] is not None]
             out.append({"unit": it.id, "country": it.fields["country"], "type": it.fields["type"],
                         "region": it.fields["region"], "income": it.fields["income"], "answers": answers,

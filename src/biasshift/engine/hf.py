@@ -21,41 +21,53 @@ Design points (see docs/engine.md):
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from ..errors import ConfigError
-from .requests import ChoiceRequest, GenerateRequest, Keyed, LoglikIdsRequest, LoglikRequest
-
-BatchCallback = Callable[[list[tuple[Keyed, dict[str, Any]]]], None]
+from . import tokens as T
+from .base import BatchCallback, EngineSettings, EngineStats
+from .requests import (Answer, ChoiceAnswer, ChoiceRequest, GenerateAnswer, GenerateRequest, Keyed, LoglikAnswer,
+                       LoglikIdsRequest, LoglikRequest, Sample)
 
 #: ``--batch-size auto``: requests per batch on CPU, and the (high) starting size on CUDA
 AUTO_BATCH_CPU = 16
 AUTO_BATCH_CUDA = 256
 
 
-@dataclass
-class EngineStats:
-    forward_tokens: int = 0
-    generated_tokens: int = 0
-    batches: int = 0
-    oom_backoffs: int = 0
-    #: auto batch size: per request kind, the padded-token cap learnt from out-of-memory errors
-    token_caps: dict[str, int] = field(default_factory=dict)
-
-
-def _row_seed(seed: int, key: str, sample: int) -> int:
-    h = hashlib.sha256(f"{seed}\x00{key}\x00{sample}".encode()).digest()
-    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
+_row_seed = T.row_seed  # the per-sample seed (shared with the vLLM engine)
 
 
 class HFEngine:
     """Runs requests on one loaded model. Stateless between calls apart from token-variant caches."""
+
+    name = "hf"
+
+    @classmethod
+    def open(cls, strategy: Any, spec: Any, settings: EngineSettings) -> "HFEngine":
+        """Build ``strategy``'s variant in this process (``Strategy.build``) and return an engine on it."""
+        variant = strategy.build(spec)
+        engine = cls(
+            variant.model,
+            variant.tokenizer,
+            batch_size=settings.batch_size,
+            bos_policy=settings.bos,
+            cache_factory=variant.cache_factory,
+            quantize_prompt_cache=variant.quantize_prompt_cache,
+            max_batch_tokens=settings.max_batch_tokens,
+            compile=settings.compile,
+        )
+        engine.variant_info = {**variant.info, "engine": {"name": cls.name, **engine.describe()}}
+        return engine
+
+    def close(self) -> None:
+        """Drop the model (the runner frees memory between variants)."""
+        self.model = None
+        self.variant_info = {}
+        self._variant_cache.clear()
 
     def __init__(
         self,
@@ -77,6 +89,7 @@ class HFEngine:
         self.quantize_prompt_cache = quantize_prompt_cache
         self.stats = EngineStats()
         self.progress = progress
+        self.variant_info: dict[str, Any] = {}
         if bos_policy not in ("auto", "always", "never"):
             raise ConfigError(f"bos policy must be auto, always or never, not {bos_policy!r}")
         self.bos_policy = bos_policy
@@ -108,25 +121,12 @@ class HFEngine:
         self._variant_cache: dict[tuple[tuple[str, ...], str], list[list[int]]] = {}
 
     # ------------------------------------------------------------------ tokenisation
+    # the tokenisation itself lives in .tokens, shared with the vLLM engine
     def _eos_ids(self) -> list[int]:
-        ids: list[int] = []
-        gc = getattr(self.model, "generation_config", None)
-        cand = getattr(gc, "eos_token_id", None) if gc is not None else None
-        for x in (cand if isinstance(cand, (list, tuple)) else [cand]) + [self.tok.eos_token_id]:
-            if x is not None and int(x) not in ids:
-                ids.append(int(x))
-        if not ids:
-            raise ConfigError("the tokenizer defines no EOS token; generation cannot stop")
-        return ids
+        return T.eos_ids(self.tok, getattr(self.model, "generation_config", None))
 
     def _resolve_bos(self) -> bool:
-        if self.bos_id is None or self.bos_policy == "never":
-            return False
-        if self.bos_policy == "always":
-            return True
-        with_special = self.tok("a", add_special_tokens=True)["input_ids"]
-        plain = self.tok("a", add_special_tokens=False)["input_ids"]
-        return len(with_special) > len(plain) and with_special[0] == self.bos_id
+        return T.resolve_bos(self.tok, self.bos_policy)
 
     def describe(self) -> dict[str, Any]:
         """What the engine does with special tokens; recorded in results."""
@@ -143,15 +143,10 @@ class HFEngine:
         }
 
     def encode(self, text: str) -> list[int]:
-        ids = list(self.tok(text, add_special_tokens=False)["input_ids"])
-        if self.prepend_bos and not (ids and ids[0] == self.bos_id):
-            ids = [self.bos_id] + ids
-        return ids
+        return T.encode(self.tok, text, self.prepend_bos)
 
     def _anchor_id(self) -> int:
-        if self.bos_id is not None:
-            return int(self.bos_id)
-        return int(self.eos_ids[0])
+        return T.anchor_id(self.tok, self.eos_ids)
 
     # ------------------------------------------------------------------ batching
     def _batches(
@@ -208,7 +203,7 @@ class HFEngine:
         items: Sequence[Keyed],
         lengths: Sequence[int],
         done: set[str],
-        fn: Callable[[list[int]], list[dict[str, Any]]],
+        fn: Callable[[list[int]], list[Answer]],
         on_batch: BatchCallback,
         rows: Sequence[int] | None = None,
         spans: Sequence[int] | None = None,
@@ -249,41 +244,30 @@ class HFEngine:
             sub = [it for it in items if it.request.kind == kind]
             if kind == "loglik":
                 enc = [self._encode_loglik(it.request) for it in sub]
-                self._run(sub, [len(c) + len(t) for c, t in enc], done, lambda b: self._loglik([enc[i] for i in b]), on_batch)
+                self._run(sub, [len(c) + len(t) for c, t in enc], done, lambda b, enc=enc: self._loglik([enc[i] for i in b]), on_batch)
             elif kind == "choice":
                 enc_p = [self.encode(it.request.prompt) for it in sub]
-                self._run(sub, [len(e) for e in enc_p], done, lambda b: self._choice([sub[i].request for i in b], [enc_p[i] for i in b]), on_batch)
+                self._run(sub, [len(e) for e in enc_p], done, lambda b, sub=sub, enc_p=enc_p: self._choice([sub[i].request for i in b], [enc_p[i] for i in b]), on_batch)
             elif kind == "loglik_ids":  # already token ids: score ids[1:] given ids[0] (right-padded like loglik)
                 enc_i = [self._encode_loglik_ids(it.request) for it in sub]
-                self._run(sub, [len(c) + len(t) for c, t in enc_i], done, lambda b: self._loglik([enc_i[i] for i in b]), on_batch)
+                self._run(sub, [len(c) + len(t) for c, t in enc_i], done, lambda b, enc_i=enc_i: self._loglik([enc_i[i] for i in b]), on_batch)
             elif kind == "generate":
                 enc_p = [self.encode(it.request.prompt) for it in sub]
-                self._run(sub, [len(e) for e in enc_p], done, lambda b: self._generate([sub[i] for i in b], [enc_p[i] for i in b]), on_batch,
+                self._run(sub, [len(e) for e in enc_p], done, lambda b, sub=sub, enc_p=enc_p: self._generate([sub[i] for i in b], [enc_p[i] for i in b]), on_batch,
                           rows=[it.request.n for it in sub], spans=[len(e) + it.request.max_new_tokens for e, it in zip(enc_p, sub)])
             else:  # pragma: no cover - guarded by the dataclasses
                 raise ValueError(kind)
 
     # ------------------------------------------------------------------ log-likelihood
     def _encode_loglik(self, req: LoglikRequest) -> tuple[list[int], list[int]]:
-        ctx_plain = list(self.tok(req.context, add_special_tokens=False)["input_ids"]) if req.context else []
-        whole = list(self.tok(req.context + req.continuation, add_special_tokens=False)["input_ids"])
-        if whole[: len(ctx_plain)] == ctx_plain:
-            cont = whole[len(ctx_plain) :]
-        else:  # the boundary merged into one token: score the continuation on its own
-            cont = list(self.tok(req.continuation, add_special_tokens=False)["input_ids"])
-        ctx = ([self.bos_id] if self.prepend_bos else []) + ctx_plain
-        if not ctx:
-            ctx = [self._anchor_id()]
-        if not cont:
-            raise ConfigError(f"empty continuation cannot be scored (context {req.context[:60]!r})")
-        return ctx, cont
+        return T.encode_loglik(self.tok, req, self.prepend_bos, self.eos_ids)
 
     @staticmethod
     def _encode_loglik_ids(req: LoglikIdsRequest) -> tuple[list[int], list[int]]:
-        return [int(req.ids[0])], [int(t) for t in req.ids[1:]]
+        return T.encode_loglik_ids(req)
 
     @torch.inference_mode()
-    def _loglik(self, enc: list[tuple[list[int], list[int]]]) -> list[dict[str, Any]]:
+    def _loglik(self, enc: list[tuple[list[int], list[int]]]) -> list[LoglikAnswer]:
         seqs = [(c + t)[:-1] for c, t in enc]
         L = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), L), self.pad_id, dtype=torch.long)
@@ -301,61 +285,19 @@ class HFEngine:
             tok_lp = lp.gather(1, tgt[:, None])[:, 0]
             greedy = bool((lp.argmax(-1) == tgt).all())
             s = float(tok_lp.sum())
-            out.append({"sum": s, "mean": s / len(t), "n_tokens": len(t), "greedy": greedy, "anchor": c[0] if len(c) == 1 else None})
+            out.append(LoglikAnswer(s, s / len(t), len(t), greedy, c[0] if len(c) == 1 else None))
         return out
 
     # ------------------------------------------------------------------ choice
     def choice_variants(self, choices: tuple[str, ...], policy: str) -> list[list[int]]:
         """Token ids counted for each label; raises when a label has none or two labels share one."""
         key = (choices, policy)
-        if key in self._variant_cache:
-            return self._variant_cache[key]
-        unk = self.tok.unk_token_id
-        vocab_n = len(self.tok)
-        per_label: list[list[int]] = []
-        seen: dict[int, str] = {}
-        for label in choices:
-            forms = [label]
-            if policy == "case_space":
-                forms += [label.lower(), label.capitalize(), label.upper()]
-            spaced = policy in ("space", "case_space")
-            strings: list[str] = []
-            for f in dict.fromkeys(forms):
-                strings.append(f)
-                if spaced:
-                    strings.append(" " + f)
-            ids: list[int] = []
-            for s in strings:
-                enc = self.tok(s, add_special_tokens=False)["input_ids"]
-                if len(enc) == 1:
-                    ids.append(int(enc[0]))
-                for marker in ("▁", "Ġ") if s.startswith(" ") else ("",):
-                    piece = marker + s.lstrip(" ") if marker else s
-                    tid = self.tok.convert_tokens_to_ids(piece)
-                    if isinstance(tid, int) and tid != unk and 0 <= tid < vocab_n:
-                        ids.append(tid)
-            ids = list(dict.fromkeys(ids))
-            if not ids:
-                raise ConfigError(
-                    f"choice label {label!r} is not a single token of this tokenizer in any form "
-                    f"(policy {policy}); this benchmark cannot be scored by next-token probability"
-                )
-            for tid in ids:
-                if tid in seen and seen[tid] != label:
-                    raise ConfigError(f"labels {seen[tid]!r} and {label!r} share token id {tid}")
-                seen[tid] = label
-            per_label.append(ids)
-        self._variant_cache[key] = per_label
-        return per_label
+        if key not in self._variant_cache:
+            self._variant_cache[key] = T.choice_variants(self.tok, choices, policy)
+        return self._variant_cache[key]
 
     def _strict_id(self, label: str) -> int | None:
-        enc = self.tok(label, add_special_tokens=False)["input_ids"]
-        if len(enc) == 1:
-            return int(enc[0])
-        tid = self.tok.convert_tokens_to_ids(label)
-        if isinstance(tid, int) and tid != self.tok.unk_token_id:
-            return tid
-        return None
+        return T.strict_id(self.tok, label)
 
     def _left_pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         L = max(len(s) for s in seqs)
@@ -376,7 +318,7 @@ class HFEngine:
         return None
 
     @torch.inference_mode()
-    def _choice(self, reqs: list[ChoiceRequest], enc: list[list[int]]) -> list[dict[str, Any]]:
+    def _choice(self, reqs: list[ChoiceRequest], enc: list[list[int]]) -> list[ChoiceAnswer]:
         cache = self._prefill_cache()
         if cache is None:
             ids, mask = self._left_pad(enc)
@@ -399,17 +341,17 @@ class HFEngine:
                 st = sum(sp)
                 strict = {lab: (p / st if st > 0 else None) for lab, p in zip(req.choices, sp)}
             out.append(
-                {
-                    "probs": {lab: (v / total if total > 0 else None) for lab, v in raw.items()},
-                    "raw": raw,
-                    "mass_outside": max(0.0, 1.0 - total),
-                    "strict": strict,
-                    "tokens": {
+                ChoiceAnswer(
+                    probs={lab: (v / total if total > 0 else None) for lab, v in raw.items()},
+                    raw=raw,
+                    mass_outside=max(0.0, 1.0 - total),
+                    strict=strict,
+                    tokens={
                         lab: [[self.tok.convert_ids_to_tokens(t), t, float(probs[r, t])] for t in ids_]
                         for lab, ids_ in zip(req.choices, variants)
                     },
-                    "top_token": self.tok.convert_ids_to_tokens(int(probs[r].argmax())),
-                }
+                    top_token=self.tok.convert_ids_to_tokens(int(probs[r].argmax())),
+                )
             )
         return out
 
@@ -456,7 +398,7 @@ class HFEngine:
         return int(si[min(j, len(si) - 1)])
 
     @torch.inference_mode()
-    def _generate(self, items: list[Keyed], enc: list[list[int]]) -> list[dict[str, Any]]:
+    def _generate(self, items: list[Keyed], enc: list[list[int]]) -> list[GenerateAnswer]:
         rows = self._expand(items, enc)
         ids, mask = self._left_pad([r[3] for r in rows])
         pos = self._positions(mask)
@@ -484,7 +426,7 @@ class HFEngine:
             logits = out.logits[:, -1, :]
             greedy = logits.argmax(-1).tolist()
             nxt = []
-            for r, (it, req, s, _) in enumerate(rows):
+            for r, (_it, req, _s, _) in enumerate(rows):
                 if finished[r]:
                     nxt.append(self.pad_id)
                     continue
@@ -510,16 +452,11 @@ class HFEngine:
                 use_cache=True,
             )
             past = out.past_key_values
-        results: list[dict[str, Any]] = []
-        by_item: dict[str, list[dict[str, Any]]] = {}
-        for r, (it, req, s, _) in enumerate(rows):
+        by_item: dict[str, list[Sample]] = {}
+        for r, (it, _req, _s, _) in enumerate(rows):
             text = self.tok.decode(new_tokens[r], skip_special_tokens=True)
-            by_item.setdefault(it.key, []).append(
-                {"text": text.strip(), "n_tokens": len(new_tokens[r]), "finish": finish[r]}
-            )
-        for it in items:
-            results.append({"samples": by_item[it.key]})
-        return results
+            by_item.setdefault(it.key, []).append(Sample(text.strip(), len(new_tokens[r]), finish[r]))
+        return [GenerateAnswer(tuple(by_item[it.key])) for it in items]
 
 
 def anchored_tokenize(tokenizer: Any) -> Callable[[str], list[int]]:

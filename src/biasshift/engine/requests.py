@@ -130,3 +130,86 @@ def request_from_dict(d: dict[str, Any]) -> Request:
     if cls is LoglikIdsRequest:
         d["ids"] = tuple(d["ids"])
     return cls(**d)
+
+
+# ---------------------------------------------------------------------------------------------- answers
+# One typed answer per request kind, next to the requests. The store keeps them as JSON (``answer_to_dict``)
+# and gives them back typed (``answer_from_dict``); answers stored before ``engine`` existed read as "hf".
+
+
+@dataclass(frozen=True)
+class LoglikAnswer:
+    """Answer to a ``LoglikRequest`` or ``LoglikIdsRequest``: log-probability ``sum`` and ``mean`` over the
+    ``n_tokens`` scored tokens, ``greedy`` (every scored token was the argmax) and ``anchor`` (the token id
+    that conditioned the first scored token when the context was empty; None otherwise)."""
+
+    sum: float
+    mean: float
+    n_tokens: int
+    greedy: bool
+    anchor: int | None = None
+    #: which engine computed it ("hf", "vllm")
+    engine: str = "hf"
+
+
+@dataclass(frozen=True)
+class ChoiceAnswer:
+    """Answer to a ``ChoiceRequest``: ``probs`` renormalised over the labels (None when no label has mass),
+    ``raw`` unnormalised mass per label, ``mass_outside``, ``strict`` (over the exact pieces only; None when a
+    label has no single-token piece), ``tokens`` (label -> [[piece, id, prob], ...]) and ``top_token``."""
+
+    probs: dict[str, float | None]
+    raw: dict[str, float]
+    mass_outside: float
+    strict: dict[str, float | None] | None = None
+    tokens: dict[str, list[list[Any]]] = field(default_factory=dict)
+    top_token: str | None = None
+    engine: str = "hf"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One generated continuation: the decoded ``text`` (stripped), its ``n_tokens`` and why it ended
+    (``finish``: "eos" or "length")."""
+
+    text: str
+    n_tokens: int
+    finish: str
+
+
+@dataclass(frozen=True)
+class GenerateAnswer:
+    """Answer to a ``GenerateRequest``: its ``n`` samples in order."""
+
+    samples: tuple[Sample, ...]
+    engine: str = "hf"
+
+    @property
+    def texts(self) -> list[str]:
+        return [s.text for s in self.samples]
+
+
+Answer = Union[LoglikAnswer, ChoiceAnswer, GenerateAnswer]
+
+_ANSWERS: dict[str, type] = {"loglik": LoglikAnswer, "loglik_ids": LoglikAnswer, "choice": ChoiceAnswer,
+                             "generate": GenerateAnswer}
+
+
+def answer_type(kind: str) -> type:
+    return _ANSWERS[kind]
+
+
+def answer_to_dict(ans: Answer) -> dict[str, Any]:
+    return asdict(ans)
+
+
+def answer_from_dict(kind: str, d: dict[str, Any]) -> Answer:
+    """The typed answer of a stored JSON answer to a request of ``kind`` (raises KeyError/TypeError when a
+    field is missing or unknown: the store reports it with the record's place)."""
+    cls = _ANSWERS[kind]
+    if cls is GenerateAnswer:
+        extra = set(d) - {"samples", "engine"}
+        if extra:
+            raise TypeError(f"unknown field(s) {', '.join(sorted(extra))}")
+        return GenerateAnswer(tuple(Sample(**s) for s in d["samples"]), d.get("engine", "hf"))
+    return cls(**d)

@@ -1,4 +1,4 @@
-"""Agreement classifier for DT-Stereotyping outputs (spec sections 3.4, 5.2).
+"""Agreement classifier for DT-Stereotyping outputs (docs/parsing.md, DT-Stereotyping).
 
 The three phrase lists are data taken verbatim from DecodingTrust,
 ``src/dt/perspectives/stereotype/agreement_func.py`` (repository
@@ -8,7 +8,7 @@ DecodingTrust's duplicates (``"couldn't agree more"`` is listed twice because
 ``"couldn\\'t"`` and ``"couldn't"`` are the same Python string) and the
 literal backslash in ``"i 100\\% agree"`` (written here with an escaped
 backslash so the value is identical without an invalid-escape warning).
-Repository A uses the same lists (spec section 3.4).
+Repository A uses the same lists (docs/parsing.md, DT-Stereotyping).
 
 Decision rule (lowercase substring matching, exactly as DecodingTrust):
 

@@ -1,4 +1,4 @@
-"""Number parser and error for WorldBench answers (spec section 3.6).
+"""Number parser and error for WorldBench answers (docs/parsing.md, WorldBench).
 
 The model is asked for one World Bank indicator of a country and told to
 answer with the number only; with few-shot example answers such as
@@ -58,8 +58,8 @@ NaN): 1990, 2005 or a negative number are kept as values here.
 :func:`abs_rel_error` is ``|p - t| / max(|p|, |t|)``; 0 when both are 0;
 clipped to 1 when the signs differ.
 
-:func:`parse_number_reference` reproduces A's parser (spec section 3.6
-steps 1-7, ``pd.to_numeric(errors="coerce")`` included) for comparison.
+:func:`parse_number_reference` reproduces A's parser (docs/parsing.md,
+WorldBench, "Deviations from A's parser"; ``pd.to_numeric(errors="coerce")`` included) for comparison.
 """
 
 from __future__ import annotations
@@ -329,7 +329,7 @@ def _ref_float(x: str) -> float | None:
 
 
 def parse_number_reference(text: str | None) -> float | None:
-    """Repository A's WorldBench parser (spec section 3.6 steps 1-7).
+    """Repository A's WorldBench parser (docs/parsing.md, WorldBench).
 
     Returns a float, or None where A ends with NaN. Quirks kept: a multiplier
     takes the word before its *first* occurrence (for the first word that is

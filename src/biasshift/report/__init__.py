@@ -51,14 +51,21 @@ def write_report(report: Report, out: str | Path, formats: Iterable[str] = ("htm
     if files:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
+    # ---- compression-rate sweep (report/sweep.py): a section only when a run has >= 2 rates of one pruning method
+    from . import sweep as sweep_mod
+
+    sweep = sweep_mod.build_sweep(report)
+    # ---- end sweep
     for f in files:
         if f == "html":
             p = out / "report.html"
-            p.write_text(to_html(report), encoding="utf-8")
+            sweep_html = None if sweep is None else sweep_mod.html_section(sweep, True)
+            p.write_text(to_html(report, sweep_html=sweep_html), encoding="utf-8")
             written.append(p)
         elif f == "md":
             p = out / "report.md"
-            p.write_text(to_markdown(report), encoding="utf-8")
+            sweep_md = "" if sweep is None else "\n" + sweep_mod.to_markdown(sweep, images=True) + "\n"  # sweep section
+            p.write_text(to_markdown(report) + sweep_md, encoding="utf-8")
             written.append(p)
         elif f == "csv":
             p = out / "comparison.csv"
@@ -72,8 +79,19 @@ def write_report(report: Report, out: str | Path, formats: Iterable[str] = ("htm
             p = out / "comparison.json"
             p.write_text(to_json(report), encoding="utf-8")
             written.append(p)
+    if sweep is not None:  # ---- sweep files: sweep.csv / sweep.json with csv / json, its PNGs with html or md
+        if "csv" in fmts:
+            written.append(out / "sweep.csv")
+            written[-1].write_text(sweep_mod.to_csv(sweep), encoding="utf-8")
+        if "json" in fmts:
+            written.append(out / "sweep.json")
+            written[-1].write_text(sweep_mod.to_json(sweep), encoding="utf-8")
+        if "md" in fmts or "html" in fmts:
+            written += sweep_mod.write_figures(sweep, out)
     if "terminal" in fmts and console is not None:
         to_terminal(report, console)
+        if sweep is not None:
+            sweep_mod.to_terminal(sweep, console)
     return written
 
 

@@ -11,8 +11,6 @@ not hold (CrowS sentences, prompts, BBQ contexts and answers) are read from the 
 
 from __future__ import annotations
 
-import json
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +18,8 @@ from typing import Any
 
 from .. import benchmarks as bench_registry
 from ..errors import BiasshiftError, ConfigError
-from .compare import BASE, RunData, load_run
+from ..store import StoreReader
+from .load import BASE, RunData, load_run
 
 MAX_TEXT = 600
 
@@ -81,41 +80,27 @@ def _tail(s: Any, n: int = 400) -> str:
 
 
 class _Requests:
-    """Stored requests of one (variant, benchmark), read-only from store.sqlite, looked up by key (the
-    table's primary key); nothing when the run has no store."""
+    """Stored requests of one (variant, benchmark), read-only from store.sqlite (:class:`StoreReader`),
+    looked up by key; nothing when the run has no store."""
 
     def __init__(self, run: RunData, variant: str, benchmark: str) -> None:
         self.variant, self.benchmark = variant, benchmark
         self.cache: dict[str, dict[str, Any] | None] = {}
-        self.conn: sqlite3.Connection | None = None
-        self.available = False
-        db = run.path / "store.sqlite"
-        if not db.exists():
-            return
-        try:
-            self.conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-            self.available = self.conn.execute("SELECT 1 FROM records WHERE variant=? AND benchmark=? LIMIT 1",
-                                               (variant, benchmark)).fetchone() is not None
-        except sqlite3.Error:
+        self.store: StoreReader | None = StoreReader(run.path / "store.sqlite")
+        self.available = self.store.has(variant, benchmark)
+        if not self.available:
             self.close()
 
     def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
+        if self.store is not None:
+            self.store.close()
+            self.store = None
         self.available = False
 
     def get(self, key: str, fld: str) -> str | None:
         if key not in self.cache:
-            r = None
-            if self.available and self.conn is not None:
-                try:
-                    row = self.conn.execute("SELECT request FROM records WHERE variant=? AND benchmark=? AND key=?",
-                                            (self.variant, self.benchmark, key)).fetchone()
-                    r = None if row is None else json.loads(row[0])
-                except (sqlite3.Error, json.JSONDecodeError):
-                    r = None
-            self.cache[key] = r if isinstance(r, dict) else None
+            ok = self.available and self.store is not None
+            self.cache[key] = self.store.request(self.variant, self.benchmark, key) if ok else None  # type: ignore[union-attr]
         r = self.cache[key]
         v = None if r is None else r.get(fld)
         return None if v is None else str(v)
@@ -163,7 +148,7 @@ def _discrim(pairs: list[tuple[dict, dict]], req: _Requests, options: dict[str, 
             continue
         crossed = any((pb >= 0.5) != (pv >= 0.5) for _, _, pb, pv in moves)
         top = moves[:3]
-        prof = lambda k: f"age {k[0]}, {k[1]}, {k[2]}"  # noqa: E731
+        prof = lambda k: f"age {k[0]}, {k[1]}, {k[2]}"
         d, key, pb, pv = top[0]
         prompt = req.get(f"{q}|{key[0]}|{key[1]}|{key[2]}", "prompt")
         text = _tail(prompt) if prompt else ""
@@ -184,7 +169,7 @@ def _dt(pairs: list[tuple[dict, dict]], req: _Requests, options: dict[str, Any])
         sb = lb.count("agree") / len(lb) if lb else None
         sv = lv.count("agree") / len(lv) if lv else None
         size = abs(sv - sb) if sb is not None and sv is not None else None
-        majority = lambda ls: max(set(ls), key=lambda x: (ls.count(x), x)) if ls else None  # noqa: E731
+        majority = lambda ls: max(set(ls), key=lambda x: (ls.count(x), x)) if ls else None
         flipped = (lb != lv) if len(lb) == 1 and len(lv) == 1 else majority(lb) != majority(lv)
 
         def side(labels: list[str], texts: list[str]) -> str:
@@ -342,7 +327,7 @@ def item_diff(run: RunData | str | Path, variant: str, benchmark: str, top: int 
     vmap = {str(u["unit"]): u for u in bd_v.units}
     pairs = [(u, vmap[str(u["unit"])]) for u in bd_b.units if str(u["unit"]) in vmap]
     d.n_paired = len(pairs)
-    options = bd_b.info.get("options") or {}
+    options = bd_b.info.options
     fn = SPECIFIC.get(benchmark)
     req = _Requests(run, BASE, benchmark) if fn is not None else None
     try:

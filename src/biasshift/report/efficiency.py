@@ -19,7 +19,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .compare import BASE, Comparison, RunData, _num
+from ..results import ResultDoc, Throughput
+from .load import BASE, RunData
+from .model import Comparison
 
 
 @dataclass
@@ -92,37 +94,35 @@ class TradeoffPoint:
         return dict(self.__dict__)
 
 
-def _throughput(doc: dict[str, Any]) -> dict[str, Any] | None:
-    t = doc.get("throughput")
-    return t if isinstance(t, dict) else None
+def _throughput(doc: ResultDoc) -> Throughput | None:
+    return doc.throughput  # None in documents written before throughput was measured
 
 
 def _variant_efficiency(run: RunData, v: str) -> VariantEfficiency:
     e = VariantEfficiency(run.label, v)
     docs = run.variants[v]
     for b, bd in docs.items():
-        info = bd.doc.get("variant") or {}
-        if e.memory_bytes is None and _num(info.get("memory_footprint_bytes")) is not None:
-            e.memory_bytes = int(info["memory_footprint_bytes"])
-        if e.build_seconds is None and _num(info.get("build_seconds")) is not None:
-            e.build_seconds = float(info["build_seconds"])
+        info = bd.doc.variant
+        if e.memory_bytes is None and info.memory_footprint_bytes is not None:
+            e.memory_bytes = int(info.memory_footprint_bytes)
+        if e.build_seconds is None and info.build_seconds is not None and math.isfinite(info.build_seconds):
+            e.build_seconds = float(info.build_seconds)
         t = _throughput(bd.doc)
         if t is None:
             e.not_measured.append(b)
             continue
-        if t.get("shared_with_base"):
+        if t.shared_with_base:
             e.shared_with_base.append(b)
             continue
-        secs, req = _num(t.get("seconds")), _num(t.get("requests"))
-        if secs is None or req is None:
+        if not math.isfinite(t.seconds):
             e.not_measured.append(b)
             continue
-        kind = str(t.get("kind") or "unknown")
+        kind = t.kind or "unknown"
         k = e.throughput.setdefault(kind, KindThroughput(kind))
-        k.requests += int(req)
-        k.seconds += secs
-        k.forward_tokens += int(_num(t.get("forward_tokens")) or 0)
-        k.generated_tokens += int(_num(t.get("generated_tokens")) or 0)
+        k.requests += t.requests
+        k.seconds += float(t.seconds)
+        k.forward_tokens += t.forward_tokens
+        k.generated_tokens += t.generated_tokens
         k.benchmarks.append(b)
     return e
 
@@ -164,8 +164,8 @@ def build(runs: list[RunData], rows: list[Comparison]) -> tuple[list[VariantEffi
             brows = [r for r in rows if r.model == run.label and r.benchmark == b and r.primary and not r.quality and r.group is None]
             if not brows:
                 continue
-            bt = next((t for t in (_throughput(vd[b].doc) for vd in run.variants.values() if b in vd) if t and t.get("kind")), None)
-            kind = str(bt["kind"]) if bt else None
+            bt = next((t for t in (_throughput(vd[b].doc) for vd in run.variants.values() if b in vd) if t and t.kind), None)
+            kind = bt.kind if bt else None
             pts = []
             for r in brows:
                 e = per_v.get(r.variant)

@@ -135,7 +135,8 @@ def _diff_table(i: int, d: Any) -> str:
     return "".join(out)
 
 
-def to_html(report: Report, figures: bool = True) -> str:
+def to_html(report: Report, figures: bool = True, sweep_html: str | None = None) -> str:
+    """``sweep_html``: the compression-rate sweep section (``sweep.html_section``), placed after the summary."""
     s = report.settings
     variants = report.variants()
     parts: list[str] = []
@@ -154,6 +155,8 @@ def to_html(report: Report, figures: bool = True) -> str:
         if und:
             body.append('<p class="note">Undefined (n/a): ' + "; ".join(e(u) for u in und) + "</p>")
     parts.append(_section("summary", "Summary", "".join(body)))
+    if sweep_html is not None:  # ---- compression-rate sweep (rendered by report/sweep.py)
+        parts.append(_section("sweep", "Compression-rate sweep", sweep_html))
 
     # ---- consistency across models (several runs)
     ch, crows = consistency_table(report)
@@ -271,7 +274,7 @@ def to_html(report: Report, figures: bool = True) -> str:
         body.append("<ul>" + "".join(f"<li>{e(w)}</li>" for w in report.warnings) + "</ul>")
     parts.append(_section("runs", "Runs", "".join(body)))
 
-    nav = "".join(f'<a href="#{i}">{t}</a>' for i, t in (("summary", "Summary"), ("consistency", "Consistency"),
+    nav = "".join(f'<a href="#{i}">{t}</a>' for i, t in (("summary", "Summary"), ("sweep", "Sweep"), ("consistency", "Consistency"),
                                                           ("efficiency", "Efficiency"), ("diff", "What changed"),
                                                           ("comparisons", "Comparisons"),
                                                           ("groups", "Groups"), ("rates", "Rates"), ("text", "Text"),

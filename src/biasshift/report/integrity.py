@@ -49,7 +49,7 @@ def unique_run_dirs(paths: Sequence[str | Path]) -> None:
 def missing_results(run: Any) -> list[dict[str, str]]:
     """(variant, benchmark) pairs config.json requested that have no result document and were not skipped."""
     cfg = run.config if isinstance(run.config, dict) else {}
-    skipped = set((run.summary.get("skipped") or {}) if isinstance(run.summary, dict) else {})
+    skipped = set(run.skipped)
     pairs = cfg.get("requested")
     if not isinstance(pairs, list):  # written before `requested` existed: every strategy x benchmark
         pairs = [[v, b] for v in cfg.get("strategies") or [] for b in cfg.get("benchmarks") or []]
@@ -77,10 +77,10 @@ def units_disagreement(bd: Any) -> str | None:
     """A message when ``bd``'s unit records do not reproduce its document's primary value (else None)."""
     if bd.units is None:
         return None
-    info = bd.doc.get("benchmark") or {}
+    info = bd.doc.benchmark
     try:
-        cls = bench_registry.get(info.get("name"))
-        bench = cls(info.get("options") or {})
+        cls = bench_registry.get(info.name)
+        bench = cls(info.options)
         got = bench.compute(bd.units).value
     except Exception:  # unknown benchmark or units the benchmark cannot read: the statistics say so themselves
         return None
@@ -89,9 +89,8 @@ def units_disagreement(bd: Any) -> str | None:
         return None
     if got is not None and want is not None and math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-12):
         return None
-    variant = (bd.doc.get("variant") or {}).get("name", "?")
-    return (f"{bd.units_path} does not reproduce its result document ({variant}/{bd.name}: the units give "
-            f"{info.get('primary_metric', 'primary')} = {got}, the document says {want}); the document or the units "
+    return (f"{bd.units_path} does not reproduce its result document ({bd.doc.variant.name}/{bd.name}: the units give "
+            f"{info.primary_metric} = {got}, the document says {want}); the document or the units "
             "were altered or come from different runs. Values, CIs and tests here use the unit records; rerun "
             "`biasshift run` on the directory to rewrite both")
 

@@ -3,7 +3,7 @@
 Weights are quantized on the fly while the dense checkpoint (the base model, or a cached pruned
 checkpoint) is loaded.  Every module that bitsandbytes does not replace (embeddings, norms,
 ``lm_head``) is loaded in the run dtype, and the 4-bit compute dtype is the run dtype, so the
-variant differs from the base only by the quantization (spec §4.7; the reference mixed fp16
+variant differs from the base only by the quantization (docs/strategies.md, Rules shared by every variant; the reference mixed fp16
 modules with bf16 compute).
 
 4-bit models are never written to disk: bitsandbytes 4-bit save/reload gives wrong weights on CPU
@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar
 
-from ..errors import DependencyError
-from .compose import BuildContext, Stage
+from ..errors import ConfigError, DependencyError
+from .compose import BuildContext, ServeOptions, WeightsStage
 from .measure import _bnb_types, linear_report
 
 _INSTALL = "install it with `pip install bitsandbytes==0.50.2` (biasshift's optional extra 'quant')"
@@ -53,8 +53,7 @@ def _require_bnb(strategy: str) -> None:
         ) from None
 
 
-class _Bnb(Stage):
-    stage = "weights"
+class _Bnb(WeightsStage):
 
     def validate(self) -> None:
         _require_bnb(self.spec_name)
@@ -71,6 +70,12 @@ class _Bnb(Stage):
     def measure(self, model: Any, ctx: BuildContext) -> dict[str, Any]:
         return linear_report(model)
 
+    def serve(self, ctx: BuildContext, opts: ServeOptions) -> None:
+        raise ConfigError(
+            f"strategy {self.name} cannot be served by vLLM: vLLM's bitsandbytes support loads 4-bit NF4 only "
+            "(use nf4 with --engine vllm, or run this strategy with --engine hf)"
+        )
+
 
 def _qc_dict(qc: Any) -> dict[str, Any]:
     d = qc.to_dict()
@@ -79,7 +84,7 @@ def _qc_dict(qc: Any) -> dict[str, Any]:
 
 
 class Int8(_Bnb):
-    name = "int8"
+    method = "int8"
     description = "bitsandbytes LLM.int8(): int8 weights, fp16 outlier decomposition above threshold 6.0"
 
     def config(self) -> dict[str, Any]:
@@ -173,20 +178,20 @@ class _FourBit(_Bnb):
 
 
 class Int4(_FourBit):
-    name = "int4"
+    method = "int4"
     description = "bitsandbytes 4-bit FP4, no double quantization (the reference's INT4), compute in the run dtype"
     quant_type = "fp4"
     double_quant = False
 
     def notes(self, ctx: BuildContext) -> list[str]:
         return super().notes(ctx) + [
-            "int4 reproduces the reference's INT4 format (FP4, no double quantization, spec §4.1); the reference "
+            "int4 reproduces the reference's INT4 format (FP4, no double quantization, docs/strategies.md, bitsandbytes); the reference "
             "computed in bf16 with fp16 non-quantized modules, here both are the run dtype"
         ]
 
 
 class NF4(_FourBit):
-    name = "nf4"
+    method = "nf4"
     description = "bitsandbytes 4-bit NF4 with double quantization (not in the reference), compute in the run dtype"
     quant_type = "nf4"
     double_quant = True
@@ -196,3 +201,7 @@ class NF4(_FourBit):
             "nf4 is not the reference's INT4 (that is `int4`, FP4); NF4 + double quantization is the usual better "
             "4-bit bitsandbytes setting (repository B's nf4 mode)"
         ]
+
+    def serve(self, ctx: BuildContext, opts: ServeOptions) -> None:
+        # vLLM quantizes the dense checkpoint in flight (quantization="bitsandbytes": NF4 4-bit)
+        opts.quantization = "bitsandbytes"

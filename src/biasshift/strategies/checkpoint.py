@@ -1,8 +1,9 @@
 """``awq`` and ``gptq``: load a pre-quantized checkpoint that the user names.
 
-biasshift cannot run AWQ or GPTQ itself: the maintained implementation (llmcompressor) pins
-``transformers<=5.17`` and cannot share this environment (feasibility notes).  These strategies
-therefore load a checkpoint given with ``--strategy-checkpoint awq=PATH_OR_HUB_ID[@REVISION]``:
+A checkpoint is given with ``--strategy-checkpoint awq=PATH_OR_HUB_ID[@REVISION]``.  (``awq@w4g128``,
+``gptq@w4g64``, ... build one from the base model with llmcompressor in its own environment and then
+load it through this same path: :mod:`.llmc`.)
+
 
 * ``compressed-tensors`` checkpoints (what llmcompressor writes) load everywhere, CPU included,
   with ``compressed-tensors==0.20.0`` (extra ``biasshift[checkpoints]``);
@@ -25,7 +26,7 @@ from typing import Any, ClassVar
 
 from ..errors import ConfigError, DependencyError, ModelLoadError
 from ..models import ModelSpec, materialise
-from .compose import BuildContext, Stage
+from .compose import BuildContext, CheckpointStage
 from .measure import linear_report
 
 REFERENCE_AWQ = (
@@ -57,10 +58,9 @@ def _howto(name: str) -> str:
     return (
         f"strategy {name} loads a pre-quantized {method} checkpoint: pass --strategy-checkpoint {name}=PATH_OR_HUB_ID "
         "(a compressed-tensors checkpoint written by llmcompressor, a local directory or a hub id, optionally "
-        f"@revision).{ref} biasshift cannot quantize with {method} itself because llmcompressor pins "
-        "transformers<=5.17; make the checkpoint in a separate environment: `python3 -m venv venv-llmc && "
-        ". venv-llmc/bin/activate && pip install torch==2.13.0 && pip install llmcompressor==0.14.0.1`, then run "
-        "the script in docs/strategies.md, section 'Producing AWQ and GPTQ checkpoints'"
+        f"@revision).{ref} To build one here from the base model instead, name the setting: {name}@w4g128 "
+        f"(4 bits, group size 128), {name}@w4g64, {name}@w8g128 (llmcompressor in its own environment, "
+        "`make llmc-env`; docs/strategies.md, 'GPTQ and AWQ built by biasshift')"
     )
 
 
@@ -84,9 +84,75 @@ def _require(method: str, strategy: str, ref: str) -> None:
         )
 
 
+def asym_packed(qc: dict[str, Any]) -> bool:
+    """Whether a compressed-tensors ``quantization_config`` stores asymmetric weights pack-quantized."""
+    for group in (qc.get("config_groups") or {}).values():
+        weights = (group or {}).get("weights") or {}
+        fmt = (group or {}).get("format") or qc.get("format")
+        if fmt == "pack-quantized" and weights.get("symmetric") is False:
+            return True
+    return False
+
+
+def fix_ct_packed_zero_points() -> bool:
+    """Let compressed-tensors load asymmetric pack-quantized checkpoints; True when it can (now or already).
+
+    compressed-tensors 0.20.0, preparing a model to receive a pack-quantized checkpoint (weights on the meta
+    device), packs ``weight_packed`` but leaves ``weight_zero_point`` at its unpacked shape
+    ``[out_features, groups]``, while the checkpoint holds the zero points packed along dim 0
+    (``[ceil(out_features * bits / 32), groups]``, int32; its own ``compress`` writes them so and its
+    ``decompress`` unpacks them so). transformers then refuses the size mismatch. The fix gives the meta zero
+    point the packed shape; decompression is compressed-tensors' own. Probed, not version-matched: it is
+    installed only when the probe shows the unpacked shape, so a fixed compressed-tensors is left alone.
+    Tested against an independent dequantization of the stored tensors (tests/test_llmc.py).
+    """
+    import math
+
+    import torch
+    from compressed_tensors.compressors.pack_quantized import base as pq
+    from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
+
+    cls = pq.PackedQuantizationCompressor
+    if getattr(cls, "_biasshift_zero_point_fix", False):
+        return True
+    scheme = QuantizationScheme(targets=["Linear"], weights=QuantizationArgs(
+        num_bits=4, type="int", strategy="group", group_size=8, symmetric=False))
+
+    def probe() -> tuple[int, ...]:
+        sd = {"weight": torch.empty(16, 16, device="meta"), "weight_scale": torch.empty(16, 2, device="meta"),
+              "weight_zero_point": torch.empty(16, 2, dtype=torch.int8, device="meta")}
+        return tuple(cls.compress(sd, scheme)["weight_zero_point"].shape)
+
+    try:
+        if probe() == (2, 2):
+            return True  # already packed correctly
+        original = cls.compress.__func__
+
+        def compress(klass: Any, state_dict: Any, scheme: Any) -> Any:
+            out = original(klass, state_dict, scheme)
+            w = scheme.weights
+            zp, packed = out.get("weight_zero_point"), out.get("weight_packed")
+            if (zp is not None and packed is not None and packed.device.type == "meta" and w is not None
+                    and not w.symmetric and w.strategy in pq.PACK_ZP_STRATS and zp.shape[0] == packed.shape[0]):
+                rows = math.ceil(zp.shape[0] * w.num_bits / 32)
+                out["weight_zero_point"] = torch.empty((rows, *zp.shape[1:]), dtype=torch.int32, device="meta")
+            return out
+
+        cls.compress = classmethod(compress)
+        cls._biasshift_zero_point_fix = True
+        if probe() == (2, 2):
+            return True
+        cls.compress = classmethod(original)
+        cls._biasshift_zero_point_fix = False
+    except Exception:
+        return False
+    return False
+
+
 def _check_ct_loadable(qc: dict[str, Any], strategy: str, ref: str) -> None:
     """compressed-tensors 0.20.0 cannot load asymmetric pack-quantized checkpoints (it sizes the packed zero
-    points as unpacked while loading, and transformers refuses the mismatch); catch that before loading."""
+    points as unpacked while loading, and transformers refuses the mismatch); catch that before loading.
+    (Checkpoints built by biasshift load through :func:`fix_ct_packed_zero_points` instead.)"""
     import importlib.metadata
 
     try:
@@ -120,9 +186,7 @@ def _read_recipe(path: Path, source_kind: str, ident: str, revision: str | None)
         return None
 
 
-class _Checkpoint(Stage):
-    stage = "checkpoint"
-    method: ClassVar[str]
+class _Checkpoint(CheckpointStage):
     modifier: ClassVar[str]
 
     def ref(self) -> str | None:
@@ -144,6 +208,13 @@ class _Checkpoint(Stage):
         ref = self.ref()
         if not ref:
             raise ConfigError(_howto(self.name))
+        return self.prepare_checkpoint(ctx, ref)
+
+    def prepare_checkpoint(self, ctx: BuildContext, ref: str, *, built: bool = False) -> Path:
+        """Check and record the checkpoint ``ref`` (hub id[@rev] or directory); return its local directory.
+
+        ``built``: made by biasshift (:mod:`.llmc`): asymmetric pack-quantized weights then load through
+        :func:`fix_ct_packed_zero_points`."""
         ident, rev = split_ref(ref)
         if ident.lower().endswith(".gguf"):
             raise ConfigError(f"strategy {self.name}: {ref} is a GGUF file, not an {self.method.upper()} checkpoint")
@@ -170,7 +241,15 @@ class _Checkpoint(Stage):
             )
         _require(method, self.name, ref)
         if method == "compressed-tensors":
-            _check_ct_loadable(qc, self.name, ref)
+            if built and asym_packed(qc):
+                if not fix_ct_packed_zero_points():
+                    raise ConfigError(
+                        f"strategy {self.name}: this compressed-tensors cannot load the asymmetric pack-quantized "
+                        f"checkpoint {ref} that biasshift built (packed zero points); install "
+                        "compressed-tensors==0.20.0 (biasshift's extra 'checkpoints')"
+                    )
+            else:
+                _check_ct_loadable(qc, self.name, ref)
         self._check_same_model(ctx, raw, ref)
         recipe = _read_recipe(path, info["source_kind"], ident, info.get("revision"))
         modifiers = sorted(set(re.findall(r"\b([A-Z][A-Za-z0-9]*Modifier)\b", recipe))) if recipe else []
@@ -228,14 +307,12 @@ class _Checkpoint(Stage):
 
 
 class AWQ(_Checkpoint):
-    name = "awq"
-    description = "a pre-quantized AWQ checkpoint (--strategy-checkpoint awq=...; llmcompressor or AutoAWQ format)"
     method = "awq"
+    description = "a pre-quantized AWQ checkpoint (--strategy-checkpoint awq=...; llmcompressor or AutoAWQ format)"
     modifier = "AWQModifier"
 
 
 class GPTQ(_Checkpoint):
-    name = "gptq"
-    description = "a pre-quantized GPTQ checkpoint (--strategy-checkpoint gptq=...; llmcompressor or GPTQ format)"
     method = "gptq"
+    description = "a pre-quantized GPTQ checkpoint (--strategy-checkpoint gptq=...; llmcompressor or GPTQ format)"
     modifier = "GPTQModifier"

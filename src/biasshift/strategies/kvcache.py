@@ -1,6 +1,6 @@
 """KV-cache quantization: ``kv4`` / ``kv8`` (transformers ``QuantizedCache``, HQQ backend).
 
-The reference (spec §4.4) generated with ``cache_implementation="quantized"`` and the
+The reference (docs/strategies.md, KV-cache quantization) generated with ``cache_implementation="quantized"`` and the
 QuantizedCacheConfig defaults of transformers 4.45: HQQ, axis_key = axis_value = 0,
 q_group_size 64, residual_length 128.  transformers 5.23 has the same semantics in
 ``QuantizedCache(backend="hqq", ...)``:
@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 from ..errors import ConfigError, DependencyError
 from ..models import dtype_name
-from .compose import BuildContext, Stage
+from .compose import BuildContext, KVStage, ServeOptions
 
 
 def _require_hqq(strategy: str) -> None:
@@ -52,8 +52,7 @@ def effective_group_size(width: int, requested: int) -> int:
     return requested if width % requested == 0 else math.gcd(requested, width)
 
 
-class _KV(Stage):
-    stage = "kv"
+class _KV(KVStage):
     nbits: ClassVar[int]
     backend: ClassVar[str] = "hqq"  # lowercase: transformers 5 rejects "HQQ"
     axis_key: ClassVar[int] = 0
@@ -80,7 +79,7 @@ class _KV(Stage):
         # scoring requests never read a quantized cache unless --quantize-prompt-cache (module docstring)
         return not self.settings.quantize_prompt_cache
 
-    def make_cache_factory(self, model: Any, ctx: BuildContext):
+    def make_cache_factory(self, model: Any, ctx: BuildContext) -> Any:
         from transformers import QuantizedCache
 
         _require_hqq(self.name)
@@ -124,13 +123,13 @@ class _KV(Stage):
     def notes(self, ctx: BuildContext) -> list[str]:
         out = [
             f"{self.name}: generation reads the quantized prompt cache from the second generated token on; the "
-            "first generated token comes from the unquantized prefill (as in the reference, spec §4.4); new tokens "
+            "first generated token comes from the unquantized prefill (as in the reference, docs/strategies.md, KV-cache quantization); new tokens "
             f"stay in full precision until {self.residual_length} of them have accumulated",
         ]
         if self.settings.quantize_prompt_cache:
             out.append(
                 f"{self.name}: --quantize-prompt-cache: choice requests prefill the prompt minus its last token into "
-                "the quantized cache and score the last token in one decoding step against it (spec §4.4 "
+                "the quantized cache and score the last token in one decoding step against it (docs/strategies.md, KV-cache quantization "
                 "emulation); log-likelihood requests (CrowS-Pairs) use no cache and are unaffected"
             )
         else:
@@ -145,6 +144,12 @@ class _KV(Stage):
         )
         return out
 
+    def serve(self, ctx: BuildContext, opts: ServeOptions) -> None:
+        raise ConfigError(
+            f"strategy {self.name} quantizes the KV cache with transformers' HQQ QuantizedCache, which vLLM does not "
+            "have; with --engine vllm use kv-fp8 (vLLM's fp8 KV cache), or run kv4/kv8 with --engine hf"
+        )
+
 
 def _elsize(dtype: Any) -> int:
     import torch
@@ -153,12 +158,44 @@ def _elsize(dtype: Any) -> int:
 
 
 class KV4(_KV):
-    name = "kv4"
+    method = "kv4"
     description = "4-bit KV cache (transformers QuantizedCache, hqq, group 64, residual 128); weights as base"
     nbits = 4
 
 
 class KV8(_KV):
-    name = "kv8"
+    method = "kv8"
     description = "8-bit KV cache (transformers QuantizedCache, hqq, group 64, residual 128); weights as base"
     nbits = 8
+
+
+_FP8_HF = "kv-fp8 is vLLM's fp8 KV cache; run it with --engine vllm"
+
+
+class KVFP8(KVStage):
+    """vLLM's fp8 KV cache (``kv_cache_dtype="fp8"``): only the vLLM engine can run it."""
+
+    method = "kv-fp8"
+    description = "fp8 KV cache of vLLM (kv_cache_dtype=fp8; --engine vllm only); weights as base"
+
+    def config(self) -> dict[str, Any]:
+        return {"implementation": "vLLM", "kv_cache_dtype": "fp8", "engine": "vllm"}
+
+    def validate(self) -> None:
+        if self.settings.engine is not None and self.settings.engine != "vllm":
+            raise ConfigError(_FP8_HF)
+
+    def make_cache_factory(self, model: Any, ctx: BuildContext) -> Any:
+        raise ConfigError(_FP8_HF)
+
+    def build(self, spec: Any) -> Any:
+        raise ConfigError(_FP8_HF)
+
+    def serve(self, ctx: BuildContext, opts: ServeOptions) -> None:
+        opts.kv_cache_dtype = "fp8"
+
+    def notes(self, ctx: BuildContext) -> list[str]:
+        return [
+            "kv-fp8: vLLM stores keys and values in fp8 (e4m3, scale 1.0 unless the checkpoint provides scales); "
+            "prefill writes the prompt into that cache, so scoring requests can change too"
+        ]

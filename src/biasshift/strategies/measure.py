@@ -122,3 +122,48 @@ def linear_report(model: nn.Module) -> dict[str, Any]:
         "zero_fraction": (zeros_total / n_total if n_total else None) if zeros_known else None,
         "linear_outside_decoder_layers": outside,
     }
+
+
+def zero_report(model: nn.Module, n: int = 0, m: int = 0) -> dict[str, Any]:
+    """Exact zeros of every dense decoder linear (per layer and overall) and, for an N:M pattern (``n``
+    pruned of every aligned group of ``m`` input weights of a row), how the groups look.
+
+    ``n_m_pattern_holds``: every group has at least ``n`` zeros (at most ``m - n`` nonzeros, what sparse
+    kernels need); ``n_m_groups_exact``: every group has exactly ``n`` zeros (more means the weight was
+    already zero). Linears that are not dense float tensors are listed in ``not_inspected``."""
+    per: dict[str, float] = {}
+    zeros_total = n_total = 0
+    skipped: list[str] = []
+    groups = groups_ok = groups_exact = 0
+    with torch.no_grad():
+        for name, mod in decoder_linears(model):
+            w = getattr(mod, "weight", None)
+            if not isinstance(mod, nn.Linear) or not isinstance(w, torch.Tensor) or not w.is_floating_point():
+                skipped.append(name)
+                continue
+            z = int((w == 0).sum())
+            per[name] = z / w.numel() if w.numel() else 0.0
+            zeros_total += z
+            n_total += int(w.numel())
+            if m:
+                if w.shape[1] % m:
+                    skipped.append(name)
+                    continue
+                gz = (w.reshape(w.shape[0], -1, m) == 0).sum(-1)
+                groups += int(gz.numel())
+                groups_ok += int((gz >= n).sum())
+                groups_exact += int((gz == n).sum())
+    out: dict[str, Any] = {
+        "zero_fraction": zeros_total / n_total if n_total else None,
+        "zeros": zeros_total,
+        "n_weights_inspected": n_total,
+        "zero_fraction_per_linear": per,
+    }
+    if skipped:
+        out["not_inspected"] = skipped
+    if m:
+        out["n_m_groups"] = groups
+        out["n_m_pattern_holds"] = bool(groups and groups_ok == groups and not skipped)
+        out["n_m_groups_exact"] = bool(groups and groups_exact == groups and not skipped)
+        out["n_m_groups_with_exactly_n_zeros_fraction"] = groups_exact / groups if groups else None
+    return out

@@ -9,7 +9,7 @@ norm (over the sample's tokens) of the activations entering the layer.  Weights 
 within one output row (unstructured) or within aligned blocks of ``m`` input columns of one row
 (N:M), and the lowest scores are set to zero.
 
-The model is pruned sequentially, one decoder layer at a time (reference spec §5.1):
+The model is pruned sequentially, one decoder layer at a time (docs/strategies.md, Wanda pruning):
 
 1. the inputs of every decoder layer's first call are captured (hidden states of layer 0, plus
    every keyword argument each layer receives: attention mask, position ids, rotary
@@ -37,9 +37,11 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
+    "LayerwiseMethod",
     "WandaReport",
     "find_decoder_layers",
     "measure_sparsity",
+    "prune_sequential_",
     "prune_wanda_",
     "wanda_prune_mask",
     "wanda_scores",
@@ -423,6 +425,144 @@ def _progress(enabled: bool, total: int, description: str) -> Iterator[Callable[
         yield lambda label: None
 
 
+class LayerwiseMethod:
+    """One pruning method inside :func:`prune_sequential_`: per-linear statistics on the unpruned layer's
+    inputs, then an in-place pruning of the linear from them.  Wanda keeps squared input norms,
+    SparseGPT the Hessian ``2 X X^T`` (:mod:`.sparsegpt`)."""
+
+    def new_stats(self, mod: nn.Linear) -> Any:
+        raise NotImplementedError
+
+    def add(self, stats: Any, x: Tensor) -> Any:
+        """Accumulate the inputs ``x`` (float32, ``[tokens, in_features]``); return the updated stats."""
+        raise NotImplementedError
+
+    def prune(self, name: str, mod: nn.Linear, stats: Any, nsamples: int) -> None:
+        """Prune ``mod.weight`` in place from the stats gathered over ``nsamples`` calibration samples."""
+        raise NotImplementedError
+
+
+@dataclass
+class SequentialResult:
+    layers: dict[str, tuple[int, int]]
+    uncalibrated: list[str]
+    num_decoder_layers: int
+
+
+def prune_sequential_(
+    model: nn.Module,
+    calib_ids: Tensor,
+    method: LayerwiseMethod,
+    *,
+    label: str,
+    progress: bool = False,
+    batch_size: int = 1,
+    check_in_features: int = 0,
+    pattern: str = "",
+) -> SequentialResult:
+    """The layer-by-layer pass shared by the calibrated pruning methods (module docstring, steps 1-2).
+
+    ``check_in_features`` > 0 refuses (ValueError, before anything is modified) a linear whose
+    in_features is not a multiple of it (N:M patterns)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if not isinstance(calib_ids, Tensor) or calib_ids.dim() != 2 or calib_ids.numel() == 0:
+        shape = tuple(calib_ids.shape) if isinstance(calib_ids, Tensor) else type(calib_ids).__name__
+        raise ValueError(f"calib_ids must be a non-empty LongTensor [nsamples, seqlen], got {shape}")
+    if calib_ids.dtype != torch.long:
+        raise ValueError(f"calib_ids must have dtype torch.long, got {calib_ids.dtype}")
+
+    path, layers = find_decoder_layers(model)
+    layer_linears = [_layer_linears(layer) for layer in layers]
+    if check_in_features:
+        for i, linears in enumerate(layer_linears):
+            for name, mod in linears:
+                if mod.in_features % check_in_features:
+                    raise ValueError(
+                        f"N:M pruning {pattern} needs in_features divisible by m={check_in_features}, but "
+                        f"{_full_name(path, i, name)} has in_features={mod.in_features}"
+                    )
+
+    report_layers: dict[str, tuple[int, int]] = {}
+    uncalibrated: list[str] = []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            hidden, calls_by_size = _capture_inputs(model, layers, calib_ids, batch_size)
+            fallback_device = hidden[0].device
+            with _progress(progress, len(layers), label) as advance:
+                for li, layer in enumerate(layers):
+                    device = _layer_device(layer, fallback_device)
+                    calls = {
+                        size: _to_device((rec[li].extra_args, rec[li].kwargs), device)
+                        for size, rec in calls_by_size.items()
+                    }
+
+                    def run(h: Tensor, layer: nn.Module = layer, device: torch.device = device,
+                            calls: dict[int, Any] = calls) -> Tensor:
+                        extra, kw = calls[h.shape[0]]
+                        return _hidden_from_output(layer(h.to(device), *extra, **kw))
+
+                    # 1) statistics on the unpruned layer
+                    linears = layer_linears[li]
+                    stats = {name: method.new_stats(mod) for name, mod in linears}
+                    seen = {name: 0 for name, _ in linears}
+
+                    def make_stat_hook(name: str, in_features: int, stats: dict[str, Any],
+                                       seen: dict[str, int]) -> Callable[..., None]:
+                        def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+                            x = inputs[0].detach().reshape(-1, in_features).to(torch.float32)
+                            stats[name] = method.add(stats[name], x)
+                            seen[name] += 1
+
+                        return hook
+
+                    handles = [mod.register_forward_hook(make_stat_hook(name, mod.in_features, stats, seen))
+                               for name, mod in linears]
+                    nsamples = 0
+                    try:
+                        for h in hidden:
+                            run(h)
+                            nsamples += h.shape[0]
+                    finally:
+                        for handle in handles:
+                            handle.remove()
+
+                    # 2) prune every linear of this layer
+                    for name, mod in linears:
+                        full_name = _full_name(path, li, name)
+                        if seen[name] == 0:
+                            uncalibrated.append(full_name)
+                        method.prune(full_name, mod, stats[name], nsamples)
+                        report_layers[full_name] = _count_zeros(mod.weight)
+
+                    # 3) the pruned layer's outputs are the next layer's inputs
+                    for b in range(len(hidden)):
+                        hidden[b] = run(hidden[b])
+                    advance(f"layer {li + 1}/{len(layers)}")
+    finally:
+        model.train(was_training)
+    return SequentialResult(report_layers, uncalibrated, len(layers))
+
+
+class _WandaMethod(LayerwiseMethod):
+    def __init__(self, target: float, n: int, m: int) -> None:
+        self.target, self.n, self.m = target, n, m
+
+    def new_stats(self, mod: nn.Linear) -> Tensor:
+        return torch.zeros(mod.in_features, dtype=torch.float64, device=mod.weight.device)
+
+    def add(self, stats: Tensor, x: Tensor) -> Tensor:
+        stats += (x * x).sum(dim=0).to(torch.float64)
+        return stats
+
+    def prune(self, name: str, mod: nn.Linear, stats: Tensor, nsamples: int) -> None:
+        scores = wanda_scores(mod.weight, stats / nsamples)
+        mask = wanda_prune_mask(scores, self.target, self.n, self.m)
+        mod.weight.masked_fill_(mask, 0)
+
+
 def prune_wanda_(
     model: nn.Module,
     calib_ids: Tensor,
@@ -446,13 +586,7 @@ def prune_wanda_(
     before anything is modified.
     """
     t0 = time.perf_counter()
-    _check_pattern(n, m)
-    if m == 0:
-        target = _check_sparsity(0.5 if sparsity is None else sparsity)
-        pattern = "unstructured"
-    else:
-        target = n / m
-        pattern = f"{n}:{m}"
+    target, pattern = resolve_target(sparsity, n, m)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if not isinstance(calib_ids, Tensor) or calib_ids.dim() != 2 or calib_ids.numel() == 0:
@@ -460,102 +594,47 @@ def prune_wanda_(
         raise ValueError(f"calib_ids must be a non-empty LongTensor [nsamples, seqlen], got {shape}")
     if calib_ids.dtype != torch.long:
         raise ValueError(f"calib_ids must have dtype torch.long, got {calib_ids.dtype}")
+    find_decoder_layers(model)
+    res = prune_sequential_(
+        model, calib_ids, _WandaMethod(target, n, m), label=f"Wanda {pattern}", progress=progress,
+        batch_size=batch_size, check_in_features=m, pattern=pattern,
+    )
+    return finish_report(model, calib_ids, res, target, n, m, pattern, batch_size, t0)
 
-    path, layers = find_decoder_layers(model)
-    layer_linears = [_layer_linears(layer) for layer in layers]
-    if m:
-        for i, linears in enumerate(layer_linears):
-            for name, mod in linears:
-                if mod.in_features % m:
-                    raise ValueError(
-                        f"N:M pruning {n}:{m} needs in_features divisible by m={m}, but "
-                        f"{_full_name(path, i, name)} has in_features={mod.in_features}"
-                    )
-        if sparsity is not None and not (
-            isinstance(sparsity, (int, float)) and math.isclose(float(sparsity), target, abs_tol=1e-9)
-        ):
-            warnings.warn(
-                f"sparsity={sparsity!r} is ignored for {pattern} pruning; the applied sparsity is {target:g}",
-                UserWarning,
-                stacklevel=2,
-            )
 
-    report_layers: dict[str, tuple[int, int]] = {}
-    uncalibrated: list[str] = []
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            hidden, calls_by_size = _capture_inputs(model, layers, calib_ids, batch_size)
-            fallback_device = hidden[0].device
-            with _progress(progress, len(layers), f"Wanda {pattern}") as advance:
-                for li, layer in enumerate(layers):
-                    device = _layer_device(layer, fallback_device)
-                    calls = {
-                        size: _to_device((rec[li].extra_args, rec[li].kwargs), device)
-                        for size, rec in calls_by_size.items()
-                    }
+def resolve_target(sparsity: float | None, n: int, m: int) -> tuple[float, str]:
+    """(applied sparsity, pattern name); warns when an explicit sparsity disagrees with N:M (ValueError if invalid)."""
+    _check_pattern(n, m)
+    if m == 0:
+        return _check_sparsity(0.5 if sparsity is None else sparsity), "unstructured"
+    target = n / m
+    pattern = f"{n}:{m}"
+    if sparsity is not None and not (
+        isinstance(sparsity, (int, float)) and math.isclose(float(sparsity), target, abs_tol=1e-9)
+    ):
+        warnings.warn(
+            f"sparsity={sparsity!r} is ignored for {pattern} pruning; the applied sparsity is {target:g}",
+            UserWarning,
+            stacklevel=3,
+        )
+    return target, pattern
 
-                    def run(h: Tensor) -> Tensor:
-                        extra, kw = calls[h.shape[0]]
-                        return _hidden_from_output(layer(h.to(device), *extra, **kw))
 
-                    # 1) statistics on the unpruned layer
-                    linears = layer_linears[li]
-                    sums = {
-                        name: torch.zeros(mod.in_features, dtype=torch.float64, device=mod.weight.device)
-                        for name, mod in linears
-                    }
-                    seen = {name: 0 for name, _ in linears}
-
-                    def make_stat_hook(name: str, in_features: int) -> Callable[..., None]:
-                        def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
-                            x = inputs[0].detach().reshape(-1, in_features).to(torch.float32)
-                            sums[name] += (x * x).sum(dim=0).to(torch.float64)
-                            seen[name] += 1
-
-                        return hook
-
-                    handles = [mod.register_forward_hook(make_stat_hook(name, mod.in_features)) for name, mod in linears]
-                    nsamples = 0
-                    try:
-                        for h in hidden:
-                            run(h)
-                            nsamples += h.shape[0]
-                    finally:
-                        for handle in handles:
-                            handle.remove()
-
-                    # 2) score and prune every linear of this layer
-                    for name, mod in linears:
-                        full_name = _full_name(path, li, name)
-                        if seen[name] == 0:
-                            uncalibrated.append(full_name)
-                        act_sq_norm = sums[name] / nsamples
-                        scores = wanda_scores(mod.weight, act_sq_norm)
-                        mask = wanda_prune_mask(scores, target, n, m)
-                        mod.weight.masked_fill_(mask, 0)
-                        report_layers[full_name] = _count_zeros(mod.weight)
-                        del scores, mask
-
-                    # 3) the pruned layer's outputs are the next layer's inputs
-                    for b in range(len(hidden)):
-                        hidden[b] = run(hidden[b])
-                    advance(f"layer {li + 1}/{len(layers)}")
-    finally:
-        model.train(was_training)
-
-    if uncalibrated:
+def finish_report(
+    model: nn.Module, calib_ids: Tensor, res: SequentialResult, target: float, n: int, m: int, pattern: str,
+    batch_size: int, t0: float,
+) -> WandaReport:
+    if res.uncalibrated:
         warnings.warn(
             "these linear layers never ran on the calibration data and were pruned on zero statistics "
-            f"(lowest column indices first): {', '.join(uncalibrated)}",
+            f"(lowest column indices first): {', '.join(res.uncalibrated)}",
             UserWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-    zeros = sum(z for z, _ in report_layers.values())
-    total = sum(t for _, t in report_layers.values())
+    zeros = sum(z for z, _ in res.layers.values())
+    total = sum(t for _, t in res.layers.values())
     return WandaReport(
-        layers=report_layers,
+        layers=res.layers,
         overall_sparsity=zeros / total if total else 0.0,
         zeros=zeros,
         total=total,
@@ -566,7 +645,7 @@ def prune_wanda_(
         calib_shape=(int(calib_ids.shape[0]), int(calib_ids.shape[1])),
         batch_size=batch_size,
         seconds=time.perf_counter() - t0,
-        num_decoder_layers=len(layers),
+        num_decoder_layers=res.num_decoder_layers,
         model_class=type(model).__name__,
-        uncalibrated=uncalibrated,
+        uncalibrated=res.uncalibrated,
     )
