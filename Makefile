@@ -60,7 +60,7 @@ demo: smollm2
 		--benchmarks dt_stereotyping,discrim_eval_gen,worldbench,bold $(DEMO_ARGS)
 	$(BIN)/biasshift report $(DEMO_OUT) --format terminal,html,md,csv,json
 
-test: smollm2 llmc-env
+test: smollm2 llmc-env vllm-env
 	$(BIN)/ruff check src tests bench
 	BIASSHIFT_SMOLLM2_GGUF=$(CURDIR)/$(SMOLLM2) $(BIN)/python -m pytest -q
 

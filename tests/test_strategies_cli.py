@@ -83,7 +83,7 @@ def test_cli_quantize_prompt_cache(tiny_dir, calib_txt, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--strategies", "awq"], "--strategy-checkpoint awq=PATH_OR_HUB_ID"),
+        (["--strategies", "awq@w3g128"], "3 bits is not supported"),
         (["--strategies", "int8+int4"], "two weight quantizers"),
         (["--strategies", "kv4+kv8"], "two KV-cache settings"),
         (["--strategies", "awq", "--strategy-checkpoint", "int8=x"], "only awq, gptq"),

@@ -42,8 +42,10 @@ _PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "kv-fp8": (_P + "kvcache:KVFP8", {}),
     "wanda": (_P + "pruning:Wanda", {"sparsity": 0.5}),
     "wanda-2:4": (_P + "pruning:Wanda", {"pattern": (2, 4)}),
-    "awq": (_P + "checkpoint:AWQ", {}),
-    "gptq": (_P + "checkpoint:GPTQ", {}),
+    # built here with llm-compressor (W4A16, group 128 by default), or a published checkpoint given with
+    # --strategy-checkpoint awq=PATH
+    "awq": (_P + "llmc:LlmcAWQ", {"group_fallback": True}),
+    "gptq": (_P + "llmc:LlmcGPTQ", {"group_fallback": True}),
 }
 
 # METHOD (before "@") -> "module:Class" whose parse_setting reads what follows the "@"

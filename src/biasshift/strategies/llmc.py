@@ -119,6 +119,10 @@ def _worker_env() -> dict[str, str]:
 class LlmcParams(StrategyParams):
     bits: int = 4
     group_size: int = 128
+    #: the plain names ``gptq`` / ``awq``: when ``group_size`` does not divide every quantized layer's input
+    #: size (SmolLM2's 576), use the largest supported size below it that does, recorded in the variant's
+    #: config and notes. An explicit ``gptq@w4g128`` never falls back: it is refused with the sizes that fit.
+    group_fallback: bool = False
 
     @field_validator("bits")
     @classmethod
@@ -239,6 +243,11 @@ class _Llmc(_Checkpoint):
     def scheme(self) -> str:
         return f"W{self.params.bits}A16" + ("" if self.symmetric else "_ASYM")
 
+    @property
+    def group_size(self) -> int:
+        """The group size the build uses: the requested one, or the fallback ``_check_group_size`` chose."""
+        return getattr(self, "_group_used", None) or self.params.group_size
+
     def config(self) -> dict[str, Any]:
         p = self.params
         if self.ref():
@@ -339,6 +348,16 @@ class _Llmc(_Checkpoint):
         bad = {k: v for k, v in sizes.items() if v % g}
         if bad:
             ok = [x for x in GROUP_SIZES if all(v % x == 0 for v in sizes.values())]
+            below = [x for x in ok if x < g]
+            if self.params.group_fallback and below:
+                self._group_used = max(below)
+                ctx.resolved.setdefault(self.name, {})["group_size"] = self._group_used
+                ctx.notes.append(
+                    f"{self.name}: group size {self._group_used}, not the default {g}: {g} does not divide the input "
+                    f"size of {', '.join(f'{k} ({v})' for k, v in sorted(bad.items())[:3])}"
+                    f"{' ...' if len(bad) > 3 else ''}; {self._group_used} is the largest supported size that divides "
+                    f"every quantized layer (name {self.method}@w{self.params.bits}g{g} to refuse instead)")
+                return
             alt = (f"; group sizes that divide them all: {', '.join(f'{self.method}@w{self.params.bits}g{x}' for x in ok)}"
                    if ok else "")
             raise ConfigError(
@@ -365,7 +384,7 @@ class _Llmc(_Checkpoint):
             "base_fingerprint": ctx.model_info["fingerprint"],
             "method": self.method,
             "bits": self.params.bits,
-            "group_size": self.params.group_size,
+            "group_size": self.group_size,
             "symmetric": self.symmetric,
             "format": FORMAT,
             "recipe": self.recipe(),
@@ -401,7 +420,7 @@ class _Llmc(_Checkpoint):
             calib_meta["windows_sha256"] = sha256_file(calib)
             cmd = [str(python), str(WORKER), "--model", str(ctx.base_path), "--out", str(tmp),
                    "--method", self.method, "--bits", str(self.params.bits),
-                   "--group-size", str(self.params.group_size), "--symmetric", "yes" if self.symmetric else "no",
+                   "--group-size", str(self.group_size), "--symmetric", "yes" if self.symmetric else "no",
                    "--calib", str(calib), "--samples", str(int(ids.shape[0])), "--seqlen", str(int(ids.shape[1])),
                    "--device", str(ctx.device), "--format", FORMAT]
             if ctx.spec.trust_remote_code:
@@ -430,7 +449,7 @@ class _Llmc(_Checkpoint):
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "method": self.method,
             "bits": self.params.bits,
-            "group_size": self.params.group_size,
+            "group_size": self.group_size,
             "symmetric": self.symmetric,
             "format": FORMAT,
             "base_path": str(ctx.base_path),
@@ -495,7 +514,7 @@ class _Llmc(_Checkpoint):
             secs = b.get("build_seconds")
             out.append(
                 f"{self.name}: built here with llmcompressor {b.get('llmcompressor_version')} "
-                f"({self.method.upper()}, {self.scheme()}, group size {self.params.group_size}, "
+                f"({self.method.upper()}, {self.scheme()}, group size {self.group_size}, "
                 f"{'symmetric' if self.symmetric else 'with zero point'}) on {self.settings.calib_data} calibration "
                 f"text" + (f"; the build took {secs:.0f} s on {b.get('build_device')}" if isinstance(secs, (int, float))
                           else "")
