@@ -387,15 +387,20 @@ def _csv_value(v: Any) -> Any:
     return csv_safe(str(v))
 
 
+def records_csv(records: Any, fields: list[str]) -> str:
+    """CSV of records with ``to_dict()``, one row each, columns ``fields``; missing values are empty cells."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    w.writeheader()
+    for r in records:
+        d = r.to_dict()
+        w.writerow({k: _csv_value(d.get(k)) for k in fields})
+    return buf.getvalue()
+
+
 def to_csv(report: Report) -> str:
     """One row per comparison; missing values are empty cells."""
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
-    w.writeheader()
-    for r in report.rows:
-        d = r.to_dict()
-        w.writerow({k: _csv_value(d.get(k)) for k in CSV_FIELDS})
-    return buf.getvalue()
+    return records_csv(report.rows, CSV_FIELDS)
 
 
 def efficiency_csv(report: Report) -> str:

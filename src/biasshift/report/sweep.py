@@ -22,7 +22,6 @@ Only Holm-significant changes are coloured or called more/less biased, in every 
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import math
@@ -37,7 +36,7 @@ from ..stats import holm
 from ..strategies import sweep_axis
 from .compare import BASE, Comparison, Report, RunData, _bench_instance, compare_units, group_units, load_run, \
     neutral_of, unit_groups
-from .render import csv_safe, fmt_change, fmt_num, heading_direction, md_cell, md_table
+from .render import fmt_change, fmt_num, heading_direction, md_cell, md_table, records_csv
 
 SWEEP_SCHEMA = "biasshift-sweep/1"
 UNSTRUCTURED = "unstructured"
@@ -601,27 +600,9 @@ CSV_FIELDS = ["model", "benchmark", "metric", "group_field", "group", "series", 
               "estimate_direction", "n_paired", "reason", "notes"]
 
 
-def _csv_value(v: Any) -> Any:
-    if v is None:
-        return ""
-    if isinstance(v, (bool, int)):
-        return v
-    if isinstance(v, float):
-        return repr(v)
-    if isinstance(v, list):
-        return csv_safe("; ".join(str(x) for x in v))
-    return csv_safe(str(v))
-
-
 def to_csv(sweep: Sweep) -> str:
     """Long form: one row per point (variant x benchmark x group); missing values are empty cells."""
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
-    w.writeheader()
-    for p in sweep.points:
-        d = p.to_dict()
-        w.writerow({k: _csv_value(d.get(k)) for k in CSV_FIELDS})
-    return buf.getvalue()
+    return records_csv(sweep.points, CSV_FIELDS)
 
 
 def _finite(x: Any) -> Any:
