@@ -268,7 +268,7 @@ def test_calibration_length_is_capped_at_max_positions(spec, calib, tmp_path, mo
     import biasshift.strategies.pruning as pruning
 
     monkeypatch.setenv("BIASSHIFT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(pruning, "_max_positions", lambda path: 40)
+    monkeypatch.setattr(pruning, "max_positions", lambda path: 40)
     v = S.get("wanda", S.StrategySettings(calib_data=str(calib), calib_samples=2, calib_seqlen=2048)).build(spec)
     assert v.info["config"]["calib_seqlen"] == 40 and v.info["config"]["calib_seqlen_requested"] == 2048
     assert v.info["measured"]["calibration"]["seqlen"] == 40

@@ -40,7 +40,7 @@ class _Doc(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
-def _num(v: Any) -> float | None:
+def finite_number(v: Any) -> float | None:
     """A finite float, else None (a free-form value that is not a number reads as missing)."""
     if v is None:
         return None
@@ -176,7 +176,7 @@ class ResultDoc(_Doc):
     @property
     def value(self) -> float | None:
         """The primary value as a finite float, else None."""
-        return _num(self.primary.value)
+        return finite_number(self.primary.value)
 
     @property
     def primary_metric(self) -> str:
@@ -184,10 +184,10 @@ class ResultDoc(_Doc):
 
     def metric(self, name: str) -> float | None:
         """A metric as a finite float; None when missing, null or not a number."""
-        return _num(self.metrics.get(name))
+        return finite_number(self.metrics.get(name))
 
     def rate(self, name: str) -> float | None:
-        return _num(self.rates.get(name))
+        return finite_number(self.rates.get(name))
 
     def group_entry(self, field: str, group: str) -> dict[str, Any] | None:
         """``per_group[field][group]`` when it is a {metric: value} mapping, else None."""
@@ -196,7 +196,7 @@ class ResultDoc(_Doc):
 
     def group_metric(self, field: str, group: str, metric: str) -> float | None:
         e = self.group_entry(field, group)
-        return None if e is None else _num(e.get(metric))
+        return None if e is None else finite_number(e.get(metric))
 
 
 def parse_result(obj: Any, source: str | Path = "<result document>") -> ResultDoc:

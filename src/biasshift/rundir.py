@@ -192,6 +192,19 @@ def summary_from_results(out: Path) -> dict[str, dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------------------------------ prompt length
+def max_positions(path: Path) -> int | None:
+    """The model's max_position_embeddings from config.json (or its text_config), None when absent."""
+    try:
+        cfg = json.loads((Path(path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    for c in (cfg, cfg.get("text_config") or {}):
+        v = c.get("max_position_embeddings")
+        if isinstance(v, int) and v > 0:
+            return v
+    return None
+
+
 def model_context(model_path: Path, tokenizer: Any) -> int | None:
     """The model's context length: max_position_embeddings (or n_positions, ...) of config.json."""
     try:

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, ModelLoadError
+from ..rundir import max_positions
 from . import tokens as T
 from .base import BatchCallback, EngineSettings, EngineStats
 from .requests import (
@@ -577,7 +578,7 @@ def server_args(model_dir: Path, tokenizer_dir: Path, *, dtype: str, device: str
                 max_model_len: int | None = None) -> list[str]:
     """The ``vllm serve`` arguments for a model directory (without model/port, see ``VLLMServer.command``)."""
     if max_model_len is None:
-        max_model_len = min(DEFAULT_MAX_MODEL_LEN, _max_positions(model_dir) or DEFAULT_MAX_MODEL_LEN)
+        max_model_len = min(DEFAULT_MAX_MODEL_LEN, max_positions(model_dir) or DEFAULT_MAX_MODEL_LEN)
     args = ["--tokenizer", str(tokenizer_dir), "--dtype", dtype, "--max-model-len", str(max_model_len),
             "--seed", str(seed),
             # the model's generation_config.json must not change sampling defaults behind our explicit settings
@@ -632,15 +633,6 @@ def weights_footprint(model_dir: Path, dtype: str, quantization: str | None) -> 
         return {"memory_footprint_bytes": n_bytes, "memory_footprint_source": "checkpoint files (vLLM)"}
     return {"memory_footprint_bytes": n_params * size, "n_parameters": n_params,
             "memory_footprint_source": f"parameters x {dtype} (vLLM)"}
-
-
-def _max_positions(model_dir: Path) -> int | None:
-    try:
-        cfg = json.loads((Path(model_dir) / "config.json").read_text())
-    except (OSError, ValueError):
-        return None
-    v = cfg.get("max_position_embeddings") or (cfg.get("text_config") or {}).get("max_position_embeddings")
-    return int(v) if v else None
 
 
 def _generation_config(model_dir: Path) -> Any:

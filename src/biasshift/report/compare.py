@@ -28,7 +28,8 @@ from ..stats import holm, relative_change
 from . import fast, integrity
 from .describe import samples as _samples
 from .describe import value_rows as _value_rows
-from .load import BASE, BenchData, RunData, _num, load_run, load_runs
+from .load import BASE, BenchData, RunData, load_run, load_runs
+from ..results import finite_number as _num
 from .load import read_units as _read_units
 from .model import REPORT_SCHEMA, Comparison, Report, RunInfo, Sample, ValueRow
 from .paired import PER_GROUP_COMPARED, _bench_instance, _is_quality, compare_units, group_units, neutral_of, \

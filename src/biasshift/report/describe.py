@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..store import StoreReader
-from .load import BASE, RunData, _num
+from .load import BASE, RunData
+from ..results import finite_number as _num
 from .model import Sample, ValueRow
 
 

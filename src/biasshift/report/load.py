@@ -8,7 +8,6 @@ Nothing here computes a statistic. store.sqlite is not read here (the report rea
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,16 +66,6 @@ class RunData:
     def skipped(self) -> dict[str, str]:
         s = self.summary.get("skipped") if isinstance(self.summary, dict) else None
         return dict(s) if isinstance(s, dict) else {}
-
-
-def _num(v: Any) -> float | None:
-    if v is None:
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 def _read_json(path: Path) -> Any:

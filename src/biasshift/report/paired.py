@@ -32,7 +32,7 @@ from ..results import ResultDoc, parse_result
 from ..stats import mcnemar_exact, paired_bootstrap, paired_bootstrap_mean, paired_permutation_mean, \
     paired_permutation_test, relative_change
 from . import fast
-from .load import _num
+from ..results import finite_number as _num
 from .model import Comparison
 
 #: benchmarks whose primary metric is also compared (and gated) per group: benchmark -> unit / per_group field.

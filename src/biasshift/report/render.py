@@ -447,19 +447,19 @@ def groups_csv(report: Report) -> str:
     return buf.getvalue()
 
 
-def _finite(x: Any) -> Any:
+def finite_json(x: Any) -> Any:
     """NaN/inf -> None anywhere in a JSON-able structure (JSON has no NaN)."""
     if isinstance(x, float):
         return x if math.isfinite(x) else None
     if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
+        return {k: finite_json(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
+        return [finite_json(v) for v in x]
     return x
 
 
 def to_json(report: Report) -> str:
-    return json.dumps(_finite(report.to_dict()), indent=1, ensure_ascii=False, allow_nan=False, default=str)
+    return json.dumps(finite_json(report.to_dict()), indent=1, ensure_ascii=False, allow_nan=False, default=str)
 
 
 # ----------------------------------------------------------------------------------------------- terminal

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -36,7 +35,7 @@ from ..stats import holm
 from ..strategies import sweep_axis
 from .compare import BASE, Comparison, Report, RunData, _bench_instance, compare_units, group_units, load_run, \
     neutral_of, unit_groups
-from .render import fmt_change, fmt_num, heading_direction, md_cell, md_table, records_csv
+from .render import finite_json, fmt_change, fmt_num, heading_direction, md_cell, md_table, records_csv
 
 SWEEP_SCHEMA = "biasshift-sweep/1"
 UNSTRUCTURED = "unstructured"
@@ -605,19 +604,9 @@ def to_csv(sweep: Sweep) -> str:
     return records_csv(sweep.points, CSV_FIELDS)
 
 
-def _finite(x: Any) -> Any:
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
-    return x
-
-
 def to_json(sweep: Sweep) -> str:
     """Everything, machine-readable (``"schema": "biasshift-sweep/1"``); a missing value is null."""
-    return json.dumps(_finite(sweep.to_dict()), indent=1, ensure_ascii=False, allow_nan=False, default=str)
+    return json.dumps(finite_json(sweep.to_dict()), indent=1, ensure_ascii=False, allow_nan=False, default=str)
 
 
 def html_section(sweep: Sweep, figures: bool = True) -> str:

@@ -40,6 +40,7 @@ from typing import Any, ClassVar
 from pydantic import field_validator
 
 from ..errors import BiasshiftError, ConfigError
+from ..rundir import max_positions
 from . import varcache
 from .base import StrategyParams
 from .checkpoint import _Checkpoint
@@ -197,18 +198,6 @@ def _linear_in_features(base: Path) -> dict[str, int]:
                     leaf = key[: -len(".weight")].rpartition(".")[2]
                     out[leaf] = int(shape[1])
     return out
-
-
-def _max_positions(path: Path) -> int | None:
-    try:
-        cfg = json.loads((path / "config.json").read_text())
-    except (OSError, ValueError):
-        return None
-    for c in (cfg, cfg.get("text_config") or {}):
-        v = c.get("max_position_embeddings")
-        if isinstance(v, int) and v > 0:
-            return v
-    return None
 
 
 # ---------------------------------------------------------------------------------------- strategies
@@ -371,7 +360,7 @@ class _Llmc(_Checkpoint):
         from ..data import sha256_file
 
         s = self.settings
-        limit = _max_positions(ctx.base_path)
+        limit = max_positions(ctx.base_path)
         seqlen = min(s.calib_seqlen, limit) if limit else s.calib_seqlen
         if s.calib_data == "c4":
             calib = {"source": "c4", "repo": C4_REPO_ID, "file": C4_FILENAME}

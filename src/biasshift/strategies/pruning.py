@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 from pydantic import field_validator, model_validator
 
 from ..errors import BiasshiftError, ConfigError
+from ..rundir import max_positions
 from . import varcache
 from .base import StrategyParams
 from .compose import BuildContext, PruneStage
@@ -53,18 +54,6 @@ def _checkpoint_dtype(path: Path) -> str:
         return "float32"
     name = cfg.get("dtype") or cfg.get("torch_dtype") or "float32"
     return name if name in ("float32", "float16", "bfloat16") else "float32"
-
-
-def _max_positions(path: Path) -> int | None:
-    try:
-        cfg = json.loads((path / "config.json").read_text())
-    except (OSError, ValueError):
-        return None
-    for c in (cfg, cfg.get("text_config") or {}):
-        v = c.get("max_position_embeddings")
-        if isinstance(v, int) and v > 0:
-            return v
-    return None
 
 
 # ------------------------------------------------------------------------------------------ typed settings
@@ -292,7 +281,7 @@ class _Pruner(PruneStage):
 
     # ---------------------------------------------------------------- cache key
     def _seqlen(self, ctx: BuildContext) -> int:
-        limit = _max_positions(ctx.base_path)
+        limit = max_positions(ctx.base_path)
         s = self.settings
         return min(s.calib_seqlen, limit) if limit else s.calib_seqlen
 
